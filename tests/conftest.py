@@ -59,6 +59,44 @@ SMOKE_ARGS: dict[str, list[str]] = {
         "--eval-frequency",
         "250",
     ],
+    "reinforce": [
+        "--total-timesteps",
+        "600",
+        "--episodes-per-update",
+        "2",
+        "--eval-episodes",
+        "2",
+        "--eval-frequency",
+        "300",
+    ],
+    "a2c": [
+        "--total-timesteps",
+        "1024",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "16",
+        "--eval-episodes",
+        "2",
+        "--eval-frequency",
+        "512",
+    ],
+    "ppo": [
+        "--total-timesteps",
+        "1024",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "64",
+        "--num-minibatches",
+        "2",
+        "--update-epochs",
+        "2",
+        "--eval-episodes",
+        "2",
+        "--eval-frequency",
+        "512",
+    ],
 }
 
 # The losses/<name> tags each file must write.
@@ -66,7 +104,20 @@ LOSS_TAGS: dict[str, set[str]] = {
     "tabular_q": {"losses/td_error"},
     "dqn": {"losses/td_loss", "losses/q_values"},
     "ddqn": {"losses/td_loss", "losses/q_values"},
+    "reinforce": {"losses/policy_loss", "losses/baseline_loss"},
+    "a2c": {"losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/explained_variance"},
+    "ppo": {
+        "losses/policy_loss",
+        "losses/value_loss",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/clipfrac",
+        "losses/explained_variance",
+    },
 }
+
+# Files that take both Discrete and Box actions: smoke-tested on Pendulum-v1 too.
+CONTINUOUS = [a for a in ("reinforce", "a2c", "ppo", "ddpg") if a in PRESENT]
 
 
 def run_algo(

@@ -78,6 +78,10 @@ BAD_INPUTS = [
     *[(a, ["--batch-size", "256", "--buffer-size", "100"], "--buffer-size") for a in PRESENT if a in ("dqn", "ddqn")],
     *[(a, ["--learning-rate", "-1e-3"], "--learning-rate") for a in PRESENT if a != "tabular_q"],
     *[(a, ["--total-timesteps", "0"], "--total-timesteps") for a in PRESENT if a != "tabular_q"],
+    *[(a, ["--env-id", "FrozenLake-v1"], "Box") for a in PRESENT if a in ("reinforce", "a2c", "ppo")],
+    *[(a, ["--num-envs", "0"], "--num-envs") for a in PRESENT if a in ("a2c", "ppo")],
+    ("ppo", ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], "--num-minibatches"),
+    ("reinforce", ["--episodes-per-update", "0"], "--episodes-per-update"),
 ]
 
 

@@ -8,6 +8,25 @@ from pathlib import Path
 import pytest
 from conftest import PRESENT, run_algo, summary_of
 
+PPO_PENDULUM = [
+    "--env-id",
+    "Pendulum-v1",
+    "--total-timesteps",
+    "300000",
+    "--gamma",
+    "0.9",
+    "--gae-lambda",
+    "0.95",
+    "--num-steps",
+    "256",
+    "--num-minibatches",
+    "8",
+    "--update-epochs",
+    "10",
+    "--target-return",
+    "-400",
+]
+
 # (algo, args, threshold on the greedy eval mean)
 CASES = [
     ("tabular_q", ["--eval-episodes", "1000"], 0.70),  # FrozenLake-v1 4x4 slippery; optimum ~0.74
@@ -36,6 +55,10 @@ CASES = [
     ),
     ("dqn", [], 475.0),  # CartPole-v1 within 100k steps
     ("ddqn", [], 475.0),
+    ("reinforce", [], 475.0),  # CartPole-v1 within 300k steps
+    ("a2c", [], 475.0),  # CartPole-v1 within 300k steps
+    ("ppo", [], 475.0),  # CartPole-v1 within 100k steps
+    ("ppo", PPO_PENDULUM, -400.0),  # Pendulum-v1 within 300k steps, flags documented in the README
 ]
 
 

@@ -112,3 +112,93 @@ def test_double_q_target_uses_the_online_argmax() -> None:
     y = m.double_q_target(rewards, online_next, target_next, terminated, gamma=0.5)
     # 1 + 0.5 * 2 = 2 (not 1 + 0.5 * 7 as DQN would); 1 + 0.5 * 4 = 3; terminal: 0
     assert y.tolist() == pytest.approx([2.0, 3.0, 0.0])
+
+
+# ----------------------------------------------------------------------------- policy gradient family
+@needs("reinforce")
+def test_returns_to_go_with_gamma_and_bootstrap() -> None:
+    m = load_module("reinforce")
+    rewards = np.array([1.0, 1.0, 1.0])
+    # G_2 = 1, G_1 = 1 + 0.5 * 1 = 1.5, G_0 = 1 + 0.5 * 1.5 = 1.75
+    assert m.returns_to_go(rewards, 0.5).tolist() == pytest.approx([1.75, 1.5, 1.0])
+    # truncated with V(s^3) = 4: G_2 = 1 + 0.5 * 4 = 3, G_1 = 2.5, G_0 = 2.25
+    assert m.returns_to_go(rewards, 0.5, bootstrap=4.0).tolist() == pytest.approx([2.25, 2.5, 3.0])
+    assert m.returns_to_go(rewards, 1.0).tolist() == pytest.approx([3.0, 2.0, 1.0])
+
+
+@needs("reinforce")
+def test_reinforce_loss_by_hand() -> None:
+    m = load_module("reinforce")
+    logp = torch.tensor([-1.0, -2.0], requires_grad=True)
+    loss = m.reinforce_loss(logp, torch.tensor([1.0, 3.0]))
+    assert loss.item() == pytest.approx(3.5)  # -((1 * -1) + (3 * -2)) / 2
+    loss.backward()
+    assert logp.grad.tolist() == pytest.approx([-0.5, -1.5])  # -w_t / T: raise log pi where w > 0
+
+
+@needs("a2c")
+def test_n_step_returns_terminal_in_the_middle_truncation_at_the_end() -> None:
+    m = load_module("a2c")
+    rewards = torch.tensor([[1.0], [1.0], [1.0], [1.0]])
+    # step 1 ends in a terminal state (V = 0); step 3 is truncated, V(final obs) = 10
+    next_values = torch.tensor([[5.0], [0.0], [7.0], [10.0]])
+    dones = torch.tensor([[0.0], [1.0], [0.0], [1.0]])
+    g = m.n_step_returns(rewards, next_values, dones, gamma=0.5)
+    # G_3 = 1 + 0.5 * 10 = 6; G_2 = 1 + 0.5 * 6 = 4; G_1 = 1 (terminal); G_0 = 1 + 0.5 * 1 = 1.5
+    assert g.squeeze(1).tolist() == pytest.approx([1.5, 1.0, 4.0, 6.0])
+    # the rollout's end bootstraps with V(s^T) when no episode ended there
+    g = m.n_step_returns(torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0]]), torch.zeros(2, 1), gamma=0.5)
+    assert g.squeeze(1).tolist() == pytest.approx([1 + 0.5 * (2 + 0.5 * 4), 2 + 0.5 * 4])
+
+
+@pytest.mark.parametrize("algo", ["a2c", "ppo"])
+def test_gae_lambda_0_is_the_td_error_and_lambda_1_the_mc_advantage(algo: str) -> None:
+    if algo not in PRESENT:
+        pytest.skip(f"{algo}.py not written yet")
+    m = load_module(algo)
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [1.0], [2.0]])
+    next_values = torch.tensor([[1.0], [2.0], [0.0]])  # V(s^1), V(s^2); s^3 is terminal
+    dones = torch.tensor([[0.0], [0.0], [1.0]])
+    a0 = m.gae(rewards, values, next_values, dones, gamma=0.9, lam=0.0).squeeze(1)
+    # delta_0 = 1 + 0.9 * 1 - 0.5 = 1.4; delta_1 = 2 + 0.9 * 2 - 1 = 2.8; delta_2 = 3 - 2 = 1
+    assert a0.tolist() == pytest.approx([1.4, 2.8, 1.0])
+    a1 = m.gae(rewards, values, next_values, dones, gamma=0.9, lam=1.0).squeeze(1)
+    # Monte-Carlo: G_2 = 3, G_1 = 2 + 0.9 * 3 = 4.7, G_0 = 1 + 0.9 * 4.7 = 5.23; minus V
+    assert a1.tolist() == pytest.approx([5.23 - 0.5, 4.7 - 1.0, 3.0 - 2.0])
+    # a done step stops the sum: a second episode after step 0 does not leak back
+    dones_mid = torch.tensor([[1.0], [0.0], [1.0]])
+    a_mid = m.gae(rewards, values, next_values, dones_mid, gamma=0.9, lam=1.0).squeeze(1)
+    assert a_mid[0].item() == pytest.approx(1.4)
+
+
+@needs("ppo")
+@pytest.mark.parametrize(
+    ("ratio", "adv", "loss"),
+    [
+        (0.5, 2.0, -1.0),  # below 1 - eps, A > 0: min(1.0, 0.8 * 2) = 1.0, unclipped term wins
+        (1.1, 2.0, -2.2),  # inside: rho * A
+        (1.5, 2.0, -2.4),  # above 1 + eps, A > 0: clipped at 1.2 * 2
+        (0.5, -2.0, 1.6),  # below, A < 0: min(-1.0, 0.8 * -2) = -1.6, clipped
+        (1.1, -2.0, 2.2),  # inside
+        (1.5, -2.0, 3.0),  # above, A < 0: min(-3.0, -2.4) = -3.0, unclipped (no cap on getting worse)
+    ],
+)
+def test_clipped_surrogate(ratio: float, adv: float, loss: float) -> None:
+    m = load_module("ppo")
+    got = m.clipped_surrogate(torch.tensor([ratio]), torch.tensor([adv]), clip_coef=0.2)
+    assert got.item() == pytest.approx(loss)
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "a2c", "ppo"])
+def test_gaussian_log_prob_closed_form(algo: str) -> None:
+    if algo not in PRESENT:
+        pytest.skip(f"{algo}.py not written yet")
+    m = load_module(algo)
+    log_std = torch.log(torch.tensor([2.0, 1.0]))
+    got = m.gaussian_log_prob(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), log_std)
+    # dim 0: -0.5 * (1/2)^2 - ln 2 - 0.5 ln(2 pi); dim 1: -0.5 ln(2 pi)
+    half_log_2pi = 0.5 * np.log(2 * np.pi)
+    assert got.item() == pytest.approx(-0.125 - np.log(2.0) - 2 * half_log_2pi)
+    ref = torch.distributions.Normal(torch.zeros(2), log_std.exp()).log_prob(torch.tensor([1.0, 0.0])).sum()
+    assert got.item() == pytest.approx(ref.item())

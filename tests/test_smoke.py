@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     ALGOS,
+    CONTINUOUS,
     LOSS_TAGS,
     PRESENT,
     SMOKE_ARGS,
@@ -87,3 +88,16 @@ def test_cuda_flag_without_gpu_warns_and_runs(algo: str, log_dir: Path) -> None:
     if not torch.cuda.is_available():
         warnings = [line for line in proc.stderr.splitlines() if "cuda" in line.lower()]
         assert len(warnings) == 1 and "CPU" in warnings[0], proc.stderr
+
+
+@pytest.mark.parametrize("algo", CONTINUOUS)
+def test_box_actions_run_and_stay_in_bounds(algo: str, log_dir: Path) -> None:
+    """Pendulum-v1 has Box(-2, 2, (1,)) actions: the Gaussian / deterministic policy path."""
+    proc = run_algo(algo, SMOKE_ARGS[algo] + ["--env-id", "Pendulum-v1"], log_dir)
+    assert proc.returncode == 0, proc.stderr
+    summary = summary_of(proc.stdout)
+    check_summary(summary)
+    assert summary["env_id"] == "Pendulum-v1"
+    # Pendulum's reward is at most 0 and at least about -16.3 per step
+    assert -16.3 * 200 <= summary["eval_return_mean"] <= 0.0
+    assert "charts/episodic_return" in read_scalars(summary["run_dir"])
