@@ -26,17 +26,31 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "run_all.sh: -j needs a positive integer, got '$JOBS'" >&2; exit 2; }
 
-# Per algorithm: extra flags for the benchmark run, flags for --quick, and the threshold its issue set.
-declare -A FULL QUICKF THRESH
-FULL[tabular_q]="--eval-episodes 1000";  QUICKF[tabular_q]="--total-episodes 200";  THRESH[tabular_q]=0.70
-FULL[dqn]="";  QUICKF[dqn]="--total-timesteps 1500 --learning-starts 500 --eval-frequency 0";  THRESH[dqn]=475
-FULL[ddqn]=""; QUICKF[ddqn]="--total-timesteps 1500 --learning-starts 500 --eval-frequency 0"; THRESH[ddqn]=475
+# Per benchmark entry: the file it runs, extra flags for the benchmark run, flags for --quick,
+# and the threshold its issue set. An entry is a file name, or file@env for a second env.
+declare -A FILE FULL QUICKF THRESH
+FILE[tabular_q]=tabular_q; FULL[tabular_q]="--eval-episodes 1000"; THRESH[tabular_q]=0.70
+QUICKF[tabular_q]="--total-episodes 200"
+for f in dqn ddqn; do
+  FILE[$f]=$f; FULL[$f]=""; THRESH[$f]=475
+  QUICKF[$f]="--total-timesteps 1500 --learning-starts 500 --eval-frequency 0"
+done
+FILE[reinforce]=reinforce; FULL[reinforce]=""; THRESH[reinforce]=475
+QUICKF[reinforce]="--total-timesteps 2000 --eval-frequency 0"
+FILE[a2c]=a2c; FULL[a2c]=""; THRESH[a2c]=475
+QUICKF[a2c]="--total-timesteps 2048 --eval-frequency 0"
+FILE[ppo]=ppo; FULL[ppo]=""; THRESH[ppo]=475
+QUICKF[ppo]="--total-timesteps 2048 --eval-frequency 0"
+FILE[ppo@Pendulum-v1]=ppo; THRESH[ppo@Pendulum-v1]=-400
+FULL[ppo@Pendulum-v1]="--env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.9 --gae-lambda 0.95 --num-steps 256 \
+--num-minibatches 8 --update-epochs 10 --target-return -400 --eval-frequency 30000"
+QUICKF[ppo@Pendulum-v1]="--env-id Pendulum-v1 --total-timesteps 2048 --eval-frequency 0"
 
 ALGOS=()
-for algo in tabular_q dqn ddqn reinforce a2c ppo ddpg maddpg; do
-  [[ -f "algos/$algo.py" ]] || continue
-  [[ -z "$ONLY" || " $ONLY " == *" $algo "* ]] || continue
-  ALGOS+=("$algo")
+for entry in tabular_q dqn ddqn reinforce a2c ppo ppo@Pendulum-v1 ddpg maddpg; do
+  [[ -n "${FILE[$entry]:-}" && -f "algos/${FILE[$entry]}.py" ]] || continue
+  [[ -z "$ONLY" || " $ONLY " == *" $entry "* || " $ONLY " == *" ${FILE[$entry]} "* ]] || continue
+  ALGOS+=("$entry")
 done
 
 mkdir -p "$OUT/logs"
@@ -44,11 +58,11 @@ STAMP=$(date +%s)
 RESULTS="$OUT/results.jsonl"; : > "$RESULTS"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one thread per training process; -j sets the parallelism
 
-run_one() {  # algo seed -> runs/logs/<algo>__<seed>.{log,json,rc}
+run_one() {  # entry seed -> runs/logs/<entry>__<seed>__<stamp>.{log,json,rc}
   local algo=$1 seed=$2 flags base="$OUT/logs/${1}__${2}__$STAMP"
   if [[ $QUICK == 1 ]]; then flags=${QUICKF[$algo]:-}; else flags=${FULL[$algo]:-}; fi
-  # shellcheck disable=SC2086
-  python "algos/$algo.py" --seed "$seed" --log-dir "$OUT/bench" $flags > "$base.log" 2>&1
+  # shellcheck disable=SC2086  # flags are words on purpose
+  python "algos/${FILE[$algo]}.py" --seed "$seed" --log-dir "$OUT/bench" $flags > "$base.log" 2>&1
   local rc=$?
   echo "$rc" > "$base.rc"
   if [[ $rc == 0 ]]; then tail -n 1 "$base.log" > "$base.json"; fi
@@ -85,11 +99,11 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 quick = sys.argv[3] == "1"
 by = defaultdict(list)
 for r in rows:
-    by[r["algo"].split("/")[0]].append(r)
+    by[(r["algo"].split("/")[0], r.get("env_id", "-"))].append(r)
 head = ("| algo | env | budget | eval mean ± std over seeds | worst seed | steps to threshold | seconds to threshold "
         "| SPS | threshold | passed |\n|---|---|---|---|---|---|---|---|---|---|")
 lines, n_pass, n_all = [head], 0, 0
-for algo, rs in by.items():
+for (algo, _env), rs in by.items():
     ok = [r for r in rs if not r.get("failed")]
     n_all += len(rs)
     if not ok:

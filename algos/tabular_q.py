@@ -63,7 +63,11 @@ class Args:
     max_episode_steps: int = 500
     """time limit applied only to envs that have none (e.g. CliffWalking-v1)"""
     eval_episodes: int = 10
-    """greedy evaluation episodes after training"""
+    """greedy evaluation episodes (after training and at each periodic evaluation)"""
+    eval_frequency: int = 2_000
+    """episodes between periodic greedy evaluations (0: only at the end)"""
+    target_return: float | None = None
+    """return that counts as solved, for the episodes-to-threshold record (default: the env's)"""
     log_dir: str = "runs"
     """root folder of the run directories"""
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -135,6 +139,8 @@ def check_args(args: Args) -> None:
     for name in ("total_episodes", "learning_rate", "end_learning_rate", "eval_episodes", "max_episode_steps"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
+    if args.eval_frequency < 0:
+        raise UsageError(f"--eval-frequency must be >= 0, got {args.eval_frequency}.")
     if not 0.0 <= args.gamma <= 1.0:
         raise UsageError(f"--gamma must lie in [0, 1], got {args.gamma}.")
     for name in ("start_e", "end_e", "exploration_fraction"):
@@ -181,6 +187,11 @@ def main(args: Args) -> dict:
     rng = np.random.default_rng(args.seed)
     env.action_space.seed(args.seed)
     sarsa = args.algo == "sarsa"
+    target_return = (
+        args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
+    )
+    solved_step = solved_seconds = None
+    eval_seconds = 0.0
 
     # [1] Q(s, a) = 0 everywhere; terminal rows are never updated, so they stay 0
     q = np.zeros((env.observation_space.n, env.action_space.n), dtype=np.float64)
@@ -219,12 +230,19 @@ def main(args: Args) -> dict:
             writer.add_scalar("losses/td_error", abs_td / ep_len, global_step)
             writer.add_scalar("charts/epsilon", epsilon, global_step)
             recent = (recent + [ep_return])[-100:]
+            if args.eval_frequency and (episode + 1) % args.eval_frequency == 0 and episode + 1 < args.total_episodes:
+                t0 = time.perf_counter()
+                mean_eval = float(np.mean(evaluate(q, args)))
+                eval_seconds += time.perf_counter() - t0
+                writer.add_scalar("eval/episodic_return", mean_eval, global_step)
+                if solved_step is None and target_return is not None and mean_eval >= target_return:
+                    solved_step, solved_seconds = global_step, time.perf_counter() - start - eval_seconds
             now = time.perf_counter()
             if now - last_print > 2.0 or episode == args.total_episodes - 1:
-                sps = int(global_step / (now - start))
+                sps = int(global_step / (now - start - eval_seconds))
                 writer.add_scalar("charts/SPS", sps, global_step)
                 done_frac = (episode + 1) / args.total_episodes
-                eta = (now - start) * (1 - done_frac) / done_frac
+                eta = (now - start - eval_seconds) * (1 - done_frac) / done_frac
                 print(
                     f"episode {episode + 1}/{args.total_episodes} ({100 * done_frac:.0f}%) step {global_step} "
                     f"return(100) {np.mean(recent):.3f} SPS {sps} ETA {eta:.0f}s",
@@ -233,14 +251,16 @@ def main(args: Args) -> dict:
                 last_print = now
     except KeyboardInterrupt:
         interrupted = True
-    train_seconds = time.perf_counter() - start
+    train_seconds = time.perf_counter() - start - eval_seconds
     env.close()
     sps = global_step / max(train_seconds, 1e-9)
     writer.add_scalar("charts/SPS", int(sps), global_step)
 
     eval_returns = [] if interrupted else evaluate(q, args)
-    for i, ret in enumerate(eval_returns):
-        writer.add_scalar("eval/episodic_return", ret, i)
+    if eval_returns:
+        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
+        if solved_step is None and target_return is not None and np.mean(eval_returns) >= target_return:
+            solved_step, solved_seconds = global_step, train_seconds
     if args.save_model:
         np.savez(os.path.join(run_dir, f"{args.exp_name}.npz"), q=q, args=json.dumps(asdict(args)))
     writer.close()
@@ -256,6 +276,9 @@ def main(args: Args) -> dict:
         "sps": round(sps, 1),
         "run_dir": run_dir,
         "interrupted": interrupted,
+        "target_return": target_return,
+        "solved_step": solved_step,
+        "solved_seconds": None if solved_seconds is None else round(solved_seconds, 3),
     }
 
 
