@@ -45,6 +45,10 @@ FILE[ppo@Pendulum-v1]=ppo; THRESH[ppo@Pendulum-v1]=-400
 FULL[ppo@Pendulum-v1]="--env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.9 --gae-lambda 0.95 --num-steps 256 \
 --num-minibatches 8 --update-epochs 10 --target-return -400 --eval-frequency 30000"
 QUICKF[ppo@Pendulum-v1]="--env-id Pendulum-v1 --total-timesteps 2048 --eval-frequency 0"
+FILE[ddpg]=ddpg; FULL[ddpg]="--target-return -200"; THRESH[ddpg]=-200
+QUICKF[ddpg]="--total-timesteps 1000 --learning-starts 500 --eval-frequency 0 --eval-episodes 2"
+FILE[maddpg]=maddpg; FULL[maddpg]=""; THRESH[maddpg]=-17
+QUICKF[maddpg]="--total-timesteps 500 --learning-starts 200 --batch-size 64 --eval-frequency 0 --eval-episodes 5"
 
 ALGOS=()
 for entry in tabular_q dqn ddqn reinforce a2c ppo ppo@Pendulum-v1 ddpg maddpg; do

@@ -34,69 +34,23 @@ SUMMARY_KEYS = {
 
 # A few hundred steps per file: enough to finish episodes, take gradient steps and log every tag.
 SMOKE_ARGS: dict[str, list[str]] = {
-    "tabular_q": ["--total-episodes", "30"],
-    "dqn": [
-        "--total-timesteps",
-        "500",
-        "--learning-starts",
-        "100",
-        "--batch-size",
-        "32",
-        "--eval-episodes",
-        "2",
-        "--eval-frequency",
-        "250",
-    ],
-    "ddqn": [
-        "--total-timesteps",
-        "500",
-        "--learning-starts",
-        "100",
-        "--batch-size",
-        "32",
-        "--eval-episodes",
-        "2",
-        "--eval-frequency",
-        "250",
-    ],
-    "reinforce": [
-        "--total-timesteps",
-        "600",
-        "--episodes-per-update",
-        "2",
-        "--eval-episodes",
-        "2",
-        "--eval-frequency",
-        "300",
-    ],
-    "a2c": [
-        "--total-timesteps",
-        "1024",
-        "--num-envs",
-        "4",
-        "--num-steps",
-        "16",
-        "--eval-episodes",
-        "2",
-        "--eval-frequency",
-        "512",
-    ],
-    "ppo": [
-        "--total-timesteps",
-        "1024",
-        "--num-envs",
-        "4",
-        "--num-steps",
-        "64",
-        "--num-minibatches",
-        "2",
-        "--update-epochs",
-        "2",
-        "--eval-episodes",
-        "2",
-        "--eval-frequency",
-        "512",
-    ],
+    "tabular_q": "--total-episodes 30".split(),
+    "dqn": "--total-timesteps 500 --learning-starts 100 --batch-size 32 --eval-episodes 2 --eval-frequency 250".split(),
+    "ddqn": "--total-timesteps 500 --learning-starts 100 --batch-size 32 "
+    "--eval-episodes 2 --eval-frequency 250".split(),
+    "reinforce": "--total-timesteps 600 --episodes-per-update 2 --eval-episodes 2 --eval-frequency 300".split(),
+    "a2c": "--total-timesteps 1024 --num-envs 4 --num-steps 16 --eval-episodes 2 --eval-frequency 512".split(),
+    "ppo": (
+        "--total-timesteps 1024 --num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 2 "
+        "--eval-episodes 2 --eval-frequency 512"
+    ).split(),
+    "ddpg": (
+        "--total-timesteps 600 --learning-starts 200 --batch-size 32 --eval-episodes 2 --eval-frequency 300"
+    ).split(),
+    "maddpg": (
+        "--total-timesteps 300 --learning-starts 100 --batch-size 32 --train-frequency 10 "
+        "--eval-episodes 2 --eval-frequency 150"
+    ).split(),
 }
 
 # The losses/<name> tags each file must write.
@@ -114,6 +68,8 @@ LOSS_TAGS: dict[str, set[str]] = {
         "losses/clipfrac",
         "losses/explained_variance",
     },
+    "ddpg": {"losses/critic_loss", "losses/actor_loss", "losses/q_values"},
+    "maddpg": {"losses/critic_loss", "losses/actor_loss", "losses/q_values"},
 }
 
 # Files that take both Discrete and Box actions: smoke-tested on Pendulum-v1 too.

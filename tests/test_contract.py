@@ -82,6 +82,9 @@ BAD_INPUTS = [
     *[(a, ["--num-envs", "0"], "--num-envs") for a in PRESENT if a in ("a2c", "ppo")],
     ("ppo", ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], "--num-minibatches"),
     ("reinforce", ["--episodes-per-update", "0"], "--episodes-per-update"),
+    ("ddpg", ["--env-id", "CartPole-v1"], "Box"),
+    *[(a, ["--batch-size", "256", "--buffer-size", "100"], "--buffer-size") for a in ("ddpg", "maddpg")],
+    ("maddpg", ["--env-id", "simple_world_comm_v3"], "simple_spread_v3"),
 ]
 
 

@@ -59,6 +59,8 @@ CASES = [
     ("a2c", [], 475.0),  # CartPole-v1 within 300k steps
     ("ppo", [], 475.0),  # CartPole-v1 within 100k steps
     ("ppo", PPO_PENDULUM, -400.0),  # Pendulum-v1 within 300k steps, flags documented in the README
+    ("ddpg", [], -200.0),  # Pendulum-v1 within 30k steps
+    ("maddpg", ["--total-timesteps", "150000", "--eval-frequency", "0"], -20.0),  # simple_spread_v3, per agent
 ]
 
 

@@ -86,7 +86,7 @@ def test_dqn_td_target_with_and_without_terminal() -> None:
     assert y.tolist() == pytest.approx([3.7, 1.0, -0.4])
 
 
-@pytest.mark.parametrize("algo", ["dqn", "ddqn"])
+@pytest.mark.parametrize("algo", ["dqn", "ddqn", "ddpg", "maddpg"])
 def test_soft_update_tau_0_half_1(algo: str) -> None:
     if algo not in PRESENT:
         pytest.skip(f"{algo}.py not written yet")
@@ -202,3 +202,69 @@ def test_gaussian_log_prob_closed_form(algo: str) -> None:
     assert got.item() == pytest.approx(-0.125 - np.log(2.0) - 2 * half_log_2pi)
     ref = torch.distributions.Normal(torch.zeros(2), log_std.exp()).log_prob(torch.tensor([1.0, 0.0])).sum()
     assert got.item() == pytest.approx(ref.item())
+
+
+# ----------------------------------------------------------------------------- ddpg / maddpg
+@pytest.mark.parametrize("algo", ["ddpg", "maddpg"])
+def test_critic_target_terminal_and_truncation(algo: str) -> None:
+    if algo not in PRESENT:
+        pytest.skip(f"{algo}.py not written yet")
+    m = load_module(algo)
+    rewards = torch.tensor([1.0, 1.0, -2.0])
+    next_q = torch.tensor([10.0, 10.0, 4.0])  # Q-bar(s', mu-bar(s'))
+    terminated = torch.tensor([1.0, 0.0, 0.0])  # the second and third were truncated or ran on: bootstrap
+    y = m.critic_target(rewards, next_q, terminated, gamma=0.9)
+    assert y.tolist() == pytest.approx([1.0, 10.0, 1.6])
+
+
+@needs("ddpg")
+def test_ou_noise_reverts_to_the_mean() -> None:
+    m = load_module("ddpg")
+    quiet = m.OUNoise(2, theta=0.15, sigma=0.0, rng=np.random.default_rng(0))
+    quiet.x[:] = [1.0, -2.0]
+    quiet.sample()
+    assert quiet.x.tolist() == pytest.approx([0.85, -1.7])  # x + 0.15 * (0 - x)
+    for _ in range(9):
+        quiet.sample()
+    assert quiet.x.tolist() == pytest.approx([0.85**10, -2.0 * 0.85**10])
+    noisy = m.OUNoise(1, theta=0.15, sigma=0.2, rng=np.random.default_rng(0))
+    xs = np.array([noisy.sample()[0] for _ in range(50_000)])
+    assert abs(xs.mean()) < 0.05  # reverts to mu = 0
+    # stationary variance of x' = (1 - theta) x + sigma eps: sigma^2 / (1 - (1 - theta)^2) = 0.1441
+    assert xs.var() == pytest.approx(0.04 / (1 - 0.85**2), rel=0.1)
+    assert np.corrcoef(xs[:-1], xs[1:])[0, 1] == pytest.approx(0.85, abs=0.02)  # correlated in time
+
+
+@needs("maddpg")
+def test_maddpg_critic_input_layout() -> None:
+    m = load_module("maddpg")
+    obs = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]])  # B=1, agents 0 and 1, obs_dim 3
+    acts = torch.tensor([[[0.1, 0.2], [0.3, 0.4]]])  # act_dim 2
+    x = m.critic_input(obs, acts)[0]
+    assert x.shape == (2 * 3 + 2 * 2,)
+    assert x[0:3].tolist() == [1.0, 2.0, 3.0]  # agent 0's observation
+    assert x[3:6].tolist() == [4.0, 5.0, 6.0]  # agent 1's observation
+    assert x[6:8].tolist() == pytest.approx([0.1, 0.2])  # agent 0's action
+    assert x[8:10].tolist() == pytest.approx([0.3, 0.4])  # agent 1's action
+
+
+@needs("maddpg")
+def test_maddpg_actor_step_swaps_in_only_the_own_action() -> None:
+    m = load_module("maddpg")
+    buffer_actions = torch.zeros(1, 3, 2)  # B=1, 3 agents
+    policy_actions = torch.ones(1, 3, 2)
+    joint = m.own_action_swapped(buffer_actions, policy_actions)  # (agent i, B, agent j, act)
+    assert joint.shape == (3, 1, 3, 2)
+    for i in range(3):
+        for j in range(3):
+            assert joint[i, 0, j].tolist() == ([1.0, 1.0] if i == j else [0.0, 0.0])
+
+
+@needs("maddpg")
+def test_ensemble_linear_equals_separate_layers() -> None:
+    m = load_module("maddpg")
+    layer = m.EnsembleLinear(3, 4, 2)
+    x = torch.randn(3, 5, 4)
+    out = layer(x)
+    for i in range(3):
+        assert torch.allclose(out[i], x[i] @ layer.weight[i] + layer.bias[i], atol=1e-6)
