@@ -139,16 +139,16 @@ def test_reinforce_loss_by_hand() -> None:
 @needs("a2c")
 def test_n_step_returns_terminal_in_the_middle_truncation_at_the_end() -> None:
     m = load_module("a2c")
-    rewards = torch.tensor([[1.0], [1.0], [1.0], [1.0]])
+    rewards = np.array([[1.0], [1.0], [1.0], [1.0]])
     # step 1 ends in a terminal state (V = 0); step 3 is truncated, V(final obs) = 10
-    next_values = torch.tensor([[5.0], [0.0], [7.0], [10.0]])
-    dones = torch.tensor([[0.0], [1.0], [0.0], [1.0]])
+    next_values = np.array([[5.0], [0.0], [7.0], [10.0]])
+    dones = np.array([[0.0], [1.0], [0.0], [1.0]])
     g = m.n_step_returns(rewards, next_values, dones, gamma=0.5)
     # G_3 = 1 + 0.5 * 10 = 6; G_2 = 1 + 0.5 * 6 = 4; G_1 = 1 (terminal); G_0 = 1 + 0.5 * 1 = 1.5
-    assert g.squeeze(1).tolist() == pytest.approx([1.5, 1.0, 4.0, 6.0])
+    assert g[:, 0].tolist() == pytest.approx([1.5, 1.0, 4.0, 6.0])
     # the rollout's end bootstraps with V(s^T) when no episode ended there
-    g = m.n_step_returns(torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0]]), torch.zeros(2, 1), gamma=0.5)
-    assert g.squeeze(1).tolist() == pytest.approx([1 + 0.5 * (2 + 0.5 * 4), 2 + 0.5 * 4])
+    g = m.n_step_returns(np.array([[1.0], [2.0]]), np.array([[3.0], [4.0]]), np.zeros((2, 1)), gamma=0.5)
+    assert g[:, 0].tolist() == pytest.approx([1 + 0.5 * (2 + 0.5 * 4), 2 + 0.5 * 4])
 
 
 @pytest.mark.parametrize("algo", ["a2c", "ppo"])
@@ -156,10 +156,10 @@ def test_gae_lambda_0_is_the_td_error_and_lambda_1_the_mc_advantage(algo: str) -
     if algo not in PRESENT:
         pytest.skip(f"{algo}.py not written yet")
     m = load_module(algo)
-    rewards = torch.tensor([[1.0], [2.0], [3.0]])
-    values = torch.tensor([[0.5], [1.0], [2.0]])
-    next_values = torch.tensor([[1.0], [2.0], [0.0]])  # V(s^1), V(s^2); s^3 is terminal
-    dones = torch.tensor([[0.0], [0.0], [1.0]])
+    rewards = np.array([[1.0], [2.0], [3.0]])
+    values = np.array([[0.5], [1.0], [2.0]])
+    next_values = np.array([[1.0], [2.0], [0.0]])  # V(s^1), V(s^2); s^3 is terminal
+    dones = np.array([[0.0], [0.0], [1.0]])
     a0 = m.gae(rewards, values, next_values, dones, gamma=0.9, lam=0.0).squeeze(1)
     # delta_0 = 1 + 0.9 * 1 - 0.5 = 1.4; delta_1 = 2 + 0.9 * 2 - 1 = 2.8; delta_2 = 3 - 2 = 1
     assert a0.tolist() == pytest.approx([1.4, 2.8, 1.0])
@@ -167,9 +167,9 @@ def test_gae_lambda_0_is_the_td_error_and_lambda_1_the_mc_advantage(algo: str) -
     # Monte-Carlo: G_2 = 3, G_1 = 2 + 0.9 * 3 = 4.7, G_0 = 1 + 0.9 * 4.7 = 5.23; minus V
     assert a1.tolist() == pytest.approx([5.23 - 0.5, 4.7 - 1.0, 3.0 - 2.0])
     # a done step stops the sum: a second episode after step 0 does not leak back
-    dones_mid = torch.tensor([[1.0], [0.0], [1.0]])
+    dones_mid = np.array([[1.0], [0.0], [1.0]])
     a_mid = m.gae(rewards, values, next_values, dones_mid, gamma=0.9, lam=1.0).squeeze(1)
-    assert a_mid[0].item() == pytest.approx(1.4)
+    assert a_mid[0] == pytest.approx(1.4)
 
 
 @needs("ppo")
