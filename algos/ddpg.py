@@ -318,7 +318,7 @@ def main(args: Args) -> dict:
                 action = env.action_space.sample()
             else:
                 with torch.inference_mode():
-                    action = actor(torch.as_tensor(obs, device=device)).cpu().numpy()
+                    action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
                 noise = ou.sample() if args.noise == "ou" else rng.normal(0.0, args.exploration_noise, act_dim)
                 action = np.clip(action + noise * half_width, low, high).astype(np.float32)
             # [3] apply a, observe r and s', store the transition (s' is the true last state if truncated)

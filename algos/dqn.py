@@ -279,7 +279,7 @@ def main(args: Args) -> dict:
     def episode_start(o: np.ndarray) -> float:
         """max_a Q(s^0, a): the value the network promises from the episode's first state."""
         with torch.inference_mode():
-            return float(q_net(torch.as_tensor(o, device=device)).max())
+            return float(q_net(torch.as_tensor(o, dtype=torch.float32, device=device)).max())
 
     obs, _ = env.reset(seed=args.seed)
     env.action_space.seed(args.seed)
@@ -298,7 +298,7 @@ def main(args: Args) -> dict:
                 action = int(rng.integers(n_actions))
             else:
                 with torch.inference_mode():
-                    action = int(q_net(torch.as_tensor(obs, device=device)).argmax())
+                    action = int(q_net(torch.as_tensor(obs, dtype=torch.float32, device=device)).argmax())
             # [9] apply a^t, observe r^t and s^{t+1}
             next_obs, reward, terminated, truncated, _ = env.step(action)
             # [10] store the transition; s^{t+1} is the true last state even when truncated

@@ -287,7 +287,7 @@ def main(args: Args) -> dict:
                 while not done:  # [3] t = 0 .. T-1
                     obs_buf[n] = obs  # [4] observe s^t
                     with torch.inference_mode():  # [5] a^t ~ pi(.|s^t; phi)
-                        action = policy.sample(torch.as_tensor(obs, device=device))
+                        action = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
                     act_buf[n] = action.cpu().numpy()
                     # [6] apply a^t, observe r^t and s^{t+1}
                     obs, reward, terminated, truncated, _ = env.step(to_env_action(action, env.action_space))
@@ -299,7 +299,7 @@ def main(args: Args) -> dict:
                 bootstrap = 0.0  # a truncated episode continues past the limit: estimate the rest with V
                 if truncated and not terminated and args.baseline:
                     with torch.inference_mode():
-                        bootstrap = float(critic(torch.as_tensor(obs, device=device)))
+                        bootstrap = float(critic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
                 ret_buf[ep_start:n] = returns_to_go(np.array(rewards), args.gamma, bootstrap)
                 writer.add_scalar("charts/episodic_return", sum(rewards), global_step)
                 writer.add_scalar("charts/episodic_length", len(rewards), global_step)
