@@ -59,6 +59,7 @@ done
 
 mkdir -p "$OUT/logs"
 STAMP=$(date +%s)
+T0=$SECONDS
 RESULTS="$OUT/results.jsonl"; : > "$RESULTS"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one thread per training process; -j sets the parallelism
 
@@ -137,4 +138,5 @@ if not quick and n_pass < n_all:
     sys.exit(1)
 PY
 TABLE_RC=$?
+echo "run_all.sh: $(( SECONDS - T0 )) s wall for ${#ALGOS[@]} entries x seeds {$SEEDS} at -j $JOBS"
 [[ $FAILED == 0 && $TABLE_RC == 0 ]] || { echo "run_all.sh: some runs failed (see $OUT/logs/)" >&2; exit 1; }

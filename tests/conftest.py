@@ -136,3 +136,8 @@ def load_module(algo: str) -> ModuleType:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the long learning runs first, so the parallel workers do not end on one of them."""
+    items.sort(key=lambda item: item.get_closest_marker("learning") is None)

@@ -139,8 +139,10 @@ def test_ctrl_c_stops_cleanly(algo: str, log_dir: Path) -> None:
 @pytest.mark.parametrize("algo", PRESENT)
 def test_same_seed_gives_identical_episodic_returns(algo: str, log_dir: Path) -> None:
     args = SMOKE_ARGS[algo] + ["--seed", "7"]
-    first = read_scalars(summary_of(run_algo(algo, args, log_dir).stdout)["run_dir"])
-    second = read_scalars(summary_of(run_algo(algo, args, log_dir).stdout)["run_dir"])
+    run_a = summary_of(run_algo(algo, args, log_dir).stdout)["run_dir"]
+    run_b = summary_of(run_algo(algo, args, log_dir).stdout)["run_dir"]
+    assert run_a != run_b, "a run directory was reused"
+    first, second = read_scalars(run_a), read_scalars(run_b)
     assert first["charts/episodic_return"] == second["charts/episodic_return"]
     assert first["eval/episodic_return"] == second["eval/episodic_return"]
     assert len(first["charts/episodic_return"]) >= 3
