@@ -138,6 +138,17 @@ def log_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs"
 
 
+# Rough seconds of each learning check on CI's 2 cores: the longest start first.
+LEARNING_COST = {"maddpg": 300, "ddqn": 110, "dqn": 100, "ddpg": 95, "ppo": 75, "reinforce": 45, "a2c": 30}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Start the long learning runs first, so the parallel workers do not end on one of them."""
-    items.sort(key=lambda item: item.get_closest_marker("learning") is None)
+    """Start the long learning runs first, longest first, so the parallel workers do not end on one."""
+
+    def cost(item: pytest.Item) -> float:
+        if item.get_closest_marker("learning") is None:
+            return 0.0
+        algo = getattr(item, "callspec", None) and item.callspec.params.get("algo")
+        return LEARNING_COST.get(algo, 20) + 1
+
+    items.sort(key=cost, reverse=True)
