@@ -304,7 +304,7 @@ def main(args: Args) -> dict:
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     )
 
-    agent = Agent(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)  # [1-2] actor phi, critic theta
+    agent = Agent(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)  # [A2C 1-2] actor phi, critic theta
     # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
@@ -327,19 +327,19 @@ def main(args: Args) -> dict:
     next_eval = args.eval_frequency or None
     start = last_print = time.perf_counter()
     try:
-        for iteration in range(num_iterations):  # [3] repeat
+        for iteration in range(num_iterations):  # [A2C 3] repeat
             if args.anneal_lr:  # (the slides' A2C uses a fixed step size; annealing steadies the end)
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
             fix_t, fix_env, fix_obs = [], [], []  # truncated steps whose V(final obs) we still need
-            for t in range(T):  # [4] T steps in each of the N envs
-                obs_buf[t] = obs_np  # [5] observe s^t
+            for t in range(T):  # [A2C 4] T steps in each of the N envs
+                obs_buf[t] = obs_np  # [A2C 5] observe s^t
                 with torch.inference_mode():
                     obs_t = to_device(obs_np)
-                    action, _ = agent.act(obs_t)  # [6] a^t ~ pi(.|s^t; phi)
+                    action, _ = agent.act(obs_t)  # [A2C 6] a^t ~ pi(.|s^t; phi)
                     value = agent.value(obs_t)
                 a_np = action.cpu().numpy()
                 act_buf[t], val_buf[t] = a_np, value.cpu().numpy()
-                # [7] apply a^t, observe r^t and s^{t+1}
+                # [A2C 7] apply a^t, observe r^t and s^{t+1}
                 obs_np, reward, terminated, truncated, info = envs.step(a_np if discrete else np.clip(a_np, low, high))
                 global_step += N
                 done = terminated | truncated
@@ -356,7 +356,7 @@ def main(args: Args) -> dict:
                         fix_env.append(i)
                         fix_obs.append(info["final_obs"][i])
 
-            # [8-13] critic targets y (N-step returns) and advantages; V(s^{t+1}) is the next stored
+            # [A2C 8-13] critic targets y (N-step returns) and advantages; V(s^{t+1}) is the next stored
             # value, V(final obs) after a truncation and 0 after a termination
             with torch.inference_mode():
                 last_value = agent.value(to_device(obs_np)).cpu().numpy()
@@ -377,10 +377,10 @@ def main(args: Args) -> dict:
             if args.norm_adv:
                 b_adv = (b_adv - b_adv.mean()) / (b_adv.std() + 1e-8)
             logp, entropy, new_val = agent.evaluate(b_obs, b_act)
-            pg_loss = -(b_adv * logp).mean()  # [14] actor loss
-            v_loss = 0.5 * (b_ret - new_val).pow(2).mean()  # [15] critic loss
+            pg_loss = -(b_adv * logp).mean()  # [A2C 14] actor loss
+            v_loss = 0.5 * (b_ret - new_val).pow(2).mean()  # [A2C 15] critic loss
             loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
-            optimizer.zero_grad(set_to_none=True)  # [16-17] one step on phi and theta
+            optimizer.zero_grad(set_to_none=True)  # [A2C 16-17] one step on phi and theta
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
             optimizer.step()

@@ -290,7 +290,7 @@ def main(args: Args) -> dict:
 
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low, env.action_space.high
-    # [1] actor, critic, their targets, the buffer
+    # [DDPG 1] actor, critic, their targets, the buffer
     actor = Actor(obs_dim, act_dim, args.hidden_sizes, low, high).to(device)
     critic = Critic(obs_dim, act_dim, args.hidden_sizes).to(device)
     actor_target = Actor(obs_dim, act_dim, args.hidden_sizes, low, high).to(device)
@@ -313,7 +313,7 @@ def main(args: Args) -> dict:
     start = last_print = time.perf_counter()
     try:
         for global_step in range(1, args.total_timesteps + 1):
-            # [2] observe s; act with the actor plus exploration noise, clipped to the bounds
+            # [DDPG 2] observe s; act with the actor plus exploration noise, clipped to the bounds
             if global_step <= args.learning_starts:
                 action = env.action_space.sample()
             else:
@@ -321,7 +321,7 @@ def main(args: Args) -> dict:
                     action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
                 noise = ou.sample() if args.noise == "ou" else rng.normal(0.0, args.exploration_noise, act_dim)
                 action = np.clip(action + noise * half_width, low, high).astype(np.float32)
-            # [3] apply a, observe r and s', store the transition (s' is the true last state if truncated)
+            # [DDPG 3] apply a, observe r and s', store the transition (s' is the true last state if truncated)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             rb.add(obs, action, float(reward), next_obs, terminated)
             ep_return += float(reward)
@@ -336,25 +336,25 @@ def main(args: Args) -> dict:
                 ep_return, ep_len = 0.0, 0
 
             if global_step > args.learning_starts:
-                # [4] minibatch; [5] critic targets from the target networks
+                # [DDPG 4] minibatch; [DDPG 5] critic targets from the target networks
                 b_obs, b_act, b_rew, b_next_obs, b_term = rb.sample(args.batch_size, rng)
                 with torch.no_grad():
                     y = critic_target(
                         b_rew, critic_target_net(b_next_obs, actor_target(b_next_obs)), b_term, args.gamma
                     )
-                # [6] critic step on (y - Q(s, a))^2
+                # [DDPG 6] critic step on (y - Q(s, a))^2
                 q = critic(b_obs, b_act)
                 critic_loss = F.mse_loss(q, y)
                 critic_opt.zero_grad(set_to_none=True)
                 critic_loss.backward()
                 critic_opt.step()
                 if global_step % args.policy_frequency == 0:
-                    # [7] actor step: follow dQ/da through a = mu(s)
+                    # [DDPG 7] actor step: follow dQ/da through a = mu(s)
                     actor_loss = -critic(b_obs, actor(b_obs)).mean()
                     actor_opt.zero_grad(set_to_none=True)
                     actor_loss.backward()
                     actor_opt.step()
-                    # [8] soft updates of both targets
+                    # [DDPG 8] soft updates of both targets
                     soft_update(critic_target_net, critic, args.tau)
                     soft_update(actor_target, actor, args.tau)
                 if global_step % 100 < args.policy_frequency:  # log now and then: .item() syncs

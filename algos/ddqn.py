@@ -280,12 +280,12 @@ def main(args: Args) -> dict:
     )
 
     obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
-    q_net = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)  # [1] random theta
+    q_net = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)  # [DQN 1] random theta
     target_net = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-    target_net.load_state_dict(q_net.state_dict())  # [2] theta-bar = theta
+    target_net.load_state_dict(q_net.state_dict())  # [DQN 2] theta-bar = theta
     # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
     optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
-    rb = ReplayBuffer(args.buffer_size, obs_dim, device)  # [3] empty D
+    rb = ReplayBuffer(args.buffer_size, obs_dim, device)  # [DQN 3] empty D
 
     def episode_start(o: np.ndarray) -> float:
         """max_a Q(s^0, a): the value the network promises from the episode's first state."""
@@ -300,8 +300,8 @@ def main(args: Args) -> dict:
     eval_seconds, interrupted, global_step = 0.0, False, 0
     start = last_print = time.perf_counter()
     try:
-        for global_step in range(1, args.total_timesteps + 1):  # [4-5] episodes and steps, flattened
-            # [6-8] observe s^t; epsilon-greedy action (the network runs only when it is needed)
+        for global_step in range(1, args.total_timesteps + 1):  # [DQN 4-5] episodes and steps, flattened
+            # [DQN 6-8] observe s^t; epsilon-greedy action (the network runs only when it is needed)
             epsilon = linear_schedule(
                 args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
             )
@@ -310,9 +310,9 @@ def main(args: Args) -> dict:
             else:
                 with torch.inference_mode():
                     action = int(q_net(torch.as_tensor(obs, dtype=torch.float32, device=device)).argmax())
-            # [9] apply a^t, observe r^t and s^{t+1}
+            # [DQN 9] apply a^t, observe r^t and s^{t+1}
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            # [10] store the transition; s^{t+1} is the true last state even when truncated
+            # [DQN 10] store the transition; s^{t+1} is the true last state even when truncated
             rb.add(obs, action, float(reward), next_obs, terminated)
             ep_return += float(reward)
             disc_return += discount * float(reward)
@@ -333,15 +333,15 @@ def main(args: Args) -> dict:
                     optimizer.param_groups[0]["lr"] = args.learning_rate * (
                         1.0 - (global_step - 1) / args.total_timesteps
                     )
-                # [11] random minibatch of B transitions
+                # [DQN 11] random minibatch of B transitions
                 b_obs, b_actions, b_rewards, b_next_obs, b_terminated = rb.sample(args.batch_size, rng)
-                # [12-15] double-Q targets: theta picks a*, theta-bar scores it
+                # [DQN 12-15] double-Q targets: theta picks a*, theta-bar scores it
                 with torch.no_grad():
                     y = double_q_target(b_rewards, q_net(b_next_obs), target_net(b_next_obs), b_terminated, args.gamma)
                 q_sa = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                # [16] loss over the minibatch
+                # [DQN 16] loss over the minibatch
                 loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
-                # [17] one Adam step on theta
+                # [DQN 17] one Adam step on theta
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if args.max_grad_norm > 0:
@@ -350,7 +350,7 @@ def main(args: Args) -> dict:
                 if global_step % 100 < args.train_frequency:  # log now and then: .item() syncs with the device
                     writer.add_scalar("losses/td_loss", loss.item(), global_step)
                     writer.add_scalar("losses/q_values", q_sa.mean().item(), global_step)
-            # [18] in a set interval, update theta-bar
+            # [DQN 18] in a set interval, update theta-bar
             if global_step > args.learning_starts and global_step % args.target_network_frequency == 0:
                 soft_update(target_net, q_net, args.tau)
 

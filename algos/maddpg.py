@@ -329,7 +329,7 @@ def main(args: Args) -> dict:
     act_mask = torch.zeros(n, act_dim)
     for i, d in enumerate(joint.act_dims):
         act_mask[i, :d] = 1.0
-    # [1] actors, critics, their targets, one joint buffer
+    # [MADDPG 1] actors, critics, their targets, one joint buffer
     actors = Actors(n, obs_dim, act_dim, args.hidden_sizes, act_mask).to(device)
     critics = Critics(n, obs_dim, act_dim, args.hidden_sizes).to(device)
     actors_target = Actors(n, obs_dim, act_dim, args.hidden_sizes, act_mask).to(device)
@@ -349,7 +349,7 @@ def main(args: Args) -> dict:
     start = last_print = time.perf_counter()
     try:
         for global_step in range(1, args.total_timesteps + 1):
-            # [2] every agent acts on its own observation, plus noise, inside [0, 1]
+            # [MADDPG 2] every agent acts on its own observation, plus noise, inside [0, 1]
             if global_step <= args.learning_starts:
                 acts = rng.random((n, act_dim), dtype=np.float32)
             else:
@@ -357,7 +357,7 @@ def main(args: Args) -> dict:
                     acts = actors(torch.as_tensor(obs, device=device).unsqueeze(0))[0].cpu().numpy()
                 acts = acts + rng.normal(0.0, args.exploration_noise, acts.shape).astype(np.float32)
             acts = np.clip(acts, 0.0, 1.0) * mask_np
-            # [3] apply the joint action, store the joint transition
+            # [MADDPG 3] apply the joint action, store the joint transition
             next_dict, rew, term, trunc, _ = env.step(joint.actions(acts))
             rewards, terminated = joint.per_agent(rew), joint.per_agent(term)
             next_obs = joint.obs(next_dict)
@@ -377,26 +377,26 @@ def main(args: Args) -> dict:
                 ep_return, ep_len = np.zeros(n), 0
 
             if global_step > args.learning_starts and global_step % args.train_frequency == 0:
-                # [4] a minibatch of joint transitions
+                # [MADDPG 4] a minibatch of joint transitions
                 b_obs, b_act, b_rew, b_next_obs, b_term = rb.sample(args.batch_size, rng)
-                # [5] targets from the target actors (all agents' next actions) and target critics
+                # [MADDPG 5] targets from the target actors (all agents' next actions) and target critics
                 with torch.no_grad():
                     x_next = critic_input(b_next_obs, actors_target(b_next_obs)).expand(n, -1, -1)
                     y = critic_target(b_rew.T, critics_target(x_next), b_term.T, args.gamma)
-                # [6] every critic regresses on its own target
+                # [MADDPG 6] every critic regresses on its own target
                 q = critics(critic_input(b_obs, b_act).expand(n, -1, -1))
                 critic_loss = F.mse_loss(q, y) * n  # sum over agents of the per-agent mean
                 critic_opt.zero_grad(set_to_none=True)
                 critic_loss.backward()
                 critic_opt.step()
-                # [7] every actor climbs its own critic, its action swapped in for the buffer's
+                # [MADDPG 7] every actor climbs its own critic, its action swapped in for the buffer's
                 swapped = own_action_swapped(b_act, actors(b_obs))  # (n, B, n, act)
                 x_pi = critic_input(b_obs.expand(n, -1, -1, -1), swapped)
                 actor_loss = -critics(x_pi).mean() * n
                 actor_opt.zero_grad(set_to_none=True)
                 actor_loss.backward()  # also leaves gradients on the critics: cleared before their next step
                 actor_opt.step()
-                # [8] soft updates
+                # [MADDPG 8] soft updates
                 soft_update(critics_target, critics, args.tau)
                 soft_update(actors_target, actors, args.tau)
                 if global_step % 100 < args.train_frequency:  # log now and then: .item() syncs

@@ -313,7 +313,7 @@ def main(args: Args) -> dict:
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     )
 
-    agent = Agent(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)  # [1-2] actor phi, critic theta
+    agent = Agent(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)  # [PPO 1-2] actor phi, critic theta
     # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
 
@@ -338,19 +338,19 @@ def main(args: Args) -> dict:
     next_eval = args.eval_frequency or None
     start = last_print = time.perf_counter()
     try:
-        for iteration in range(num_iterations):  # [3] repeat
+        for iteration in range(num_iterations):  # [PPO 3] repeat
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
             fix_t, fix_env, fix_obs = [], [], []  # truncated steps whose V(final obs) we still need
-            for t in range(T):  # [4] T steps in each of the N envs
-                obs_buf[t] = obs_np  # [5] observe s^t
+            for t in range(T):  # [PPO 4] T steps in each of the N envs
+                obs_buf[t] = obs_np  # [PPO 5] observe s^t
                 with torch.inference_mode():
                     obs_t = to_device(obs_np)
-                    action, logp = agent.act(obs_t)  # [6] a^t ~ pi(.|s^t); [8] pi_beta(a^t|s^t)
+                    action, logp = agent.act(obs_t)  # [PPO 6] a^t ~ pi(.|s^t); [PPO 8] pi_beta(a^t|s^t)
                     value = agent.value(obs_t)
                 a_np = action.cpu().numpy()
                 act_buf[t], logp_buf[t], val_buf[t] = a_np, logp.cpu().numpy(), value.cpu().numpy()
-                # [7] apply a^t, observe r^t and s^{t+1}
+                # [PPO 7] apply a^t, observe r^t and s^{t+1}
                 obs_np, reward, terminated, truncated, info = envs.step(a_np if discrete else np.clip(a_np, low, high))
                 global_step += N
                 done = terminated | truncated
@@ -367,7 +367,7 @@ def main(args: Args) -> dict:
                         fix_env.append(i)
                         fix_obs.append(info["final_obs"][i])
 
-            # [11-16] advantages and critic targets; V(s^{t+1}) is the next stored value,
+            # [PPO 11-16] advantages and critic targets; V(s^{t+1}) is the next stored value,
             # V(final obs) after a truncation and 0 after a termination
             with torch.inference_mode():
                 last_value = agent.value(to_device(obs_np)).cpu().numpy()
@@ -383,20 +383,20 @@ def main(args: Args) -> dict:
             b_logp, b_adv = to_device(logp_buf).reshape(-1), advantages.reshape(-1)
             b_ret, b_val = returns.reshape(-1), values.reshape(-1)
             clipfracs, approx_kl = [], torch.zeros((), device=device)
-            for _epoch in range(args.update_epochs):  # [9] K epochs of minibatches
+            for _epoch in range(args.update_epochs):  # [PPO 9] K epochs of minibatches
                 perm = torch.randperm(batch_size, device=device)
                 for lo in range(0, batch_size, minibatch_size):
                     mb = perm[lo : lo + minibatch_size]
                     new_logp, entropy, new_val = agent.evaluate(b_obs[mb], b_act[mb])
                     log_ratio = new_logp - b_logp[mb]
-                    ratio = log_ratio.exp()  # [10] rho = pi / pi_beta
+                    ratio = log_ratio.exp()  # [PPO 10] rho = pi / pi_beta
                     mb_adv = b_adv[mb]
                     if args.norm_adv and len(mb) > 1:
                         mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                    pg_loss = clipped_surrogate(ratio, mb_adv, args.clip_coef)  # [17] actor loss
-                    v_loss = 0.5 * (b_ret[mb] - new_val).pow(2).mean()  # [18] critic loss
+                    pg_loss = clipped_surrogate(ratio, mb_adv, args.clip_coef)  # [PPO 17] actor loss
+                    v_loss = 0.5 * (b_ret[mb] - new_val).pow(2).mean()  # [PPO 18] critic loss
                     loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
-                    optimizer.zero_grad(set_to_none=True)  # [19-20] one step on phi and theta
+                    optimizer.zero_grad(set_to_none=True)  # [PPO 19-20] one step on phi and theta
                     loss.backward()
                     nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
                     optimizer.step()

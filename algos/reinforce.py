@@ -259,7 +259,7 @@ def main(args: Args) -> dict:
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     )
 
-    # [1] policy phi and baseline theta
+    # [REINFORCE 1] policy phi and baseline theta
     policy = Policy(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)
     critic = mlp([obs_dim, *args.hidden_sizes, 1], 1.0).to(device)
     params = list(policy.parameters()) + (list(critic.parameters()) if args.baseline else [])
@@ -282,14 +282,14 @@ def main(args: Args) -> dict:
     try:
         while global_step < args.total_timesteps:
             n = 0
-            for _episode in range(args.episodes_per_update):  # [2] a batch of episodes
+            for _episode in range(args.episodes_per_update):  # [REINFORCE 2] a batch of episodes
                 ep_start, rewards, done = n, [], False
-                while not done:  # [3] t = 0 .. T-1
-                    obs_buf[n] = obs  # [4] observe s^t
-                    with torch.inference_mode():  # [5] a^t ~ pi(.|s^t; phi)
+                while not done:  # [REINFORCE 3] t = 0 .. T-1
+                    obs_buf[n] = obs  # [REINFORCE 4] observe s^t
+                    with torch.inference_mode():  # [REINFORCE 5] a^t ~ pi(.|s^t; phi)
                         action = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
                     act_buf[n] = action.cpu().numpy()
-                    # [6] apply a^t, observe r^t and s^{t+1}
+                    # [REINFORCE 6] apply a^t, observe r^t and s^{t+1}
                     obs, reward, terminated, truncated, _ = env.step(to_env_action(action, env.action_space))
                     rewards.append(float(reward))
                     n += 1
@@ -308,7 +308,7 @@ def main(args: Args) -> dict:
                 if global_step >= args.total_timesteps:
                     break
 
-            # [7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
+            # [REINFORCE 7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * max(
                     0.0, 1.0 - global_step / args.total_timesteps
@@ -326,7 +326,7 @@ def main(args: Args) -> dict:
             if args.norm_adv and n > 1:
                 weights = (weights - weights.mean()) / (weights.std() + 1e-8)
             policy_loss = reinforce_loss(logp, weights)
-            # [8] update phi (and theta)
+            # [REINFORCE 8] update phi (and theta)
             optimizer.zero_grad(set_to_none=True)
             (policy_loss + 0.5 * baseline_loss).backward()
             nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)

@@ -193,7 +193,7 @@ def main(args: Args) -> dict:
     solved_step = solved_seconds = None
     eval_seconds = 0.0
 
-    # [1] Q(s, a) = 0 everywhere; terminal rows are never updated, so they stay 0
+    # [TD 1] Q(s, a) = 0 everywhere; terminal rows are never updated, so they stay 0
     q = np.zeros((env.observation_space.n, env.action_space.n), dtype=np.float64)
 
     global_step, recent, interrupted = 0, [], False
@@ -201,24 +201,24 @@ def main(args: Args) -> dict:
     episode = 0
     try:
         for episode in range(args.total_episodes):
-            # [2] epsilon_i and alpha_i for this episode; observe S_0
+            # [TD 2] epsilon_i and alpha_i for this episode; observe S_0
             frac_e = args.exploration_fraction * args.total_episodes
             epsilon = linear_schedule(args.start_e, args.end_e, frac_e, episode)
             alpha = linear_schedule(args.learning_rate, args.end_learning_rate, args.total_episodes, episode)
             s, _ = env.reset(seed=args.seed if episode == 0 else None)
-            a = epsilon_greedy(q[s], epsilon, rng)  # [3] (SARSA's A_0; Q-learning reuses it as A_t)
+            a = epsilon_greedy(q[s], epsilon, rng)  # [TD 3] (SARSA's A_0; Q-learning reuses it as A_t)
             ep_return, ep_len, abs_td, done = 0.0, 0, 0.0, False
             while not done:
-                # [4] take A_t, observe R_{t+1}, S_{t+1}
+                # [TD 4] take A_t, observe R_{t+1}, S_{t+1}
                 s_next, r, terminated, truncated, _ = env.step(a)
-                # [5] SARSA picks A_{t+1} before updating; Q-learning picks it after (same draw count)
+                # [TD 5] SARSA picks A_{t+1} before updating; Q-learning picks it after (same draw count)
                 a_next = epsilon_greedy(q[s_next], epsilon, rng) if sarsa else -1
                 target = td_target(q, float(r), s_next, a_next, terminated, args.gamma, args.algo)
-                # [6] move Q(S_t, A_t) towards the target
+                # [TD 6] move Q(S_t, A_t) towards the target
                 abs_td += abs(td_update(q, s, a, target, alpha))
                 if not sarsa:
-                    a_next = epsilon_greedy(q[s_next], epsilon, rng)  # [3] next A_t from the updated Q
-                # [7] t <- t + 1 until terminal or truncated
+                    a_next = epsilon_greedy(q[s_next], epsilon, rng)  # [TD 3] next A_t from the updated Q
+                # [TD 7] t <- t + 1 until terminal or truncated
                 s, a = s_next, a_next
                 ep_return += float(r)
                 ep_len += 1
