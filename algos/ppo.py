@@ -10,7 +10,8 @@ numbering of slides/000 "Simplified PPO" (the slides' per-step loop runs here pe
     1. Initialise the actor pi(a|s; phi).        2. Initialise the critic V(s; theta).
     3-4. Repeat: for T steps in each of the N envs:
     5.   Observe s^t.   6. Sample a^t ~ pi(.|s^t; phi).   7. Apply a^t; observe r^t, s^{t+1}.
-    8.   Remember pi_beta(a^t|s^t) = pi(a^t|s^t; phi), the behaviour policy's probability.
+    8.   Remember pi_beta(a^t|s^t) = pi(a^t|s^t; phi), the behaviour policy's probability
+         (here for the whole rollout in one batched pass after it: phi does not change during it).
     11-16. Advantages and critic targets: the slides' one-step TD error
          r^t + gamma V(s^{t+1}) - V(s^t) (just r^t - V(s^t) if s^{t+1} is terminal),
          averaged over n-step horizons by GAE(lambda) (slides/003); target y^t = Adv + V(s^t).
@@ -116,13 +117,8 @@ class UsageError(Exception):
 
 # ----------------------------------------------------------------------------- math
 def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    dones: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> torch.Tensor:
+    rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, dones: np.ndarray, gamma: float, lam: float
+) -> np.ndarray:
     """Generalized advantage estimates over a rollout of shape (T, N).
 
     next_values[t] is V(s^{t+1}) for the state actually reached (the final observation when the
@@ -150,6 +146,22 @@ def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.T
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def mlp_numpy(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """The actor's forward pass (Linear, tanh, ..., Linear) in numpy, for acting in the rollout: for a
+    handful of states PyTorch's per-call overhead (~90 us a step here) is several times the math."""
+    for w, b in zip(weights[0:-2:2], weights[1:-2:2], strict=True):
+        x = np.tanh(x @ w.T + b)
+    return x @ weights[-2].T + weights[-1]
+
+
+def sample_action(out: np.ndarray, log_std: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Step 6, a ~ pi(.|s) from the actor's output. Discrete (log_std None): Gumbel-max, argmax of
+    logits - log E with E ~ Exp(1), is a draw from softmax(logits). Box: mean + sigma * N(0, 1)."""
+    if log_std is None:
+        return np.argmax(out - np.log(rng.exponential(size=out.shape)), axis=-1)
+    return out + np.exp(log_std) * rng.standard_normal(out.shape)
+
+
 # ----------------------------------------------------------------------------- networks
 def mlp(sizes: list[int], out_std: float) -> nn.Sequential:
     """tanh MLP with orthogonal init; a small last layer keeps the first policy near uniform."""
@@ -175,17 +187,6 @@ class Agent(nn.Module):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
-
-    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 6 and 8: a sampled action and its log-probability under the current policy."""
-        out = self.actor(obs)
-        if self.discrete:
-            logp_all = out.log_softmax(-1)
-            # Gumbel-max: argmax(log pi - log E), E ~ Exp(1), is a draw from pi (cheaper than multinomial)
-            action = (logp_all - torch.empty_like(out).exponential_().log()).argmax(-1)
-            return action, logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        action = out + self.log_std.exp() * torch.randn_like(out)
-        return action, gaussian_log_prob(action, out, self.log_std)
 
     def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log pi(a|s), the policy's entropy and V(s) for a minibatch."""
@@ -300,6 +301,7 @@ def main(args: Args) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    rng = np.random.default_rng(args.seed)
 
     envs = gym.vector.SyncVectorEnv(
         [lambda: gym.make(args.env_id) for _ in range(args.num_envs)],
@@ -315,7 +317,8 @@ def main(args: Args) -> dict:
 
     agent = Agent(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)  # [PPO 1-2] actor phi, critic theta
     # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    params = list(agent.parameters())
+    optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5, fused=True)
 
     T, N = args.num_steps, args.num_envs
     batch_size = T * N
@@ -324,8 +327,7 @@ def main(args: Args) -> dict:
     # rollout storage, preallocated host arrays: a step writes numpy, the update moves one batch to the device
     obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
     act_buf = np.zeros((T, N) if discrete else (T, N, act_dim), dtype=np.float32)
-    logp_buf = np.zeros((T, N), dtype=np.float32)
-    rew_buf, done_buf, val_buf = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
+    rew_buf, done_buf = np.zeros((T, N), dtype=np.float32), np.zeros((T, N), dtype=np.float32)
 
     def to_device(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float32, device=device)
@@ -341,15 +343,14 @@ def main(args: Args) -> dict:
         for iteration in range(num_iterations):  # [PPO 3] repeat
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
+            # the policy stays fixed during the rollout: act on a host copy of its weights (a view on the CPU)
+            actor_w = [p.detach().cpu().numpy() for p in agent.actor.parameters()]
+            log_std = None if discrete else agent.log_std.detach().cpu().numpy()
             fix_t, fix_env, fix_obs = [], [], []  # truncated steps whose V(final obs) we still need
             for t in range(T):  # [PPO 4] T steps in each of the N envs
                 obs_buf[t] = obs_np  # [PPO 5] observe s^t
-                with torch.inference_mode():
-                    obs_t = to_device(obs_np)
-                    action, logp = agent.act(obs_t)  # [PPO 6] a^t ~ pi(.|s^t); [PPO 8] pi_beta(a^t|s^t)
-                    value = agent.value(obs_t)
-                a_np = action.cpu().numpy()
-                act_buf[t], logp_buf[t], val_buf[t] = a_np, logp.cpu().numpy(), value.cpu().numpy()
+                a_np = sample_action(mlp_numpy(actor_w, obs_buf[t]), log_std, rng)  # [PPO 6] a^t ~ pi(.|s^t)
+                act_buf[t] = a_np
                 # [PPO 7] apply a^t, observe r^t and s^{t+1}
                 obs_np, reward, terminated, truncated, info = envs.step(a_np if discrete else np.clip(a_np, low, high))
                 global_step += N
@@ -367,38 +368,41 @@ def main(args: Args) -> dict:
                         fix_env.append(i)
                         fix_obs.append(info["final_obs"][i])
 
-            # [PPO 11-16] advantages and critic targets; V(s^{t+1}) is the next stored value,
-            # V(final obs) after a truncation and 0 after a termination
-            with torch.inference_mode():
+            b_obs, b_act = to_device(obs_buf).reshape(batch_size, obs_dim), to_device(act_buf).flatten(0, 1)
+            with torch.no_grad():
+                # [PPO 8] pi_beta(a^t|s^t) and V(s^t) for the whole rollout in one batched pass: the
+                # policy did not change while the rollout ran, and one pass costs less than T small ones
+                b_logp, _, b_val = agent.evaluate(b_obs, b_act)
                 last_value = agent.value(to_device(obs_np)).cpu().numpy()
                 final_values = agent.value(to_device(np.stack(fix_obs))).cpu().numpy() if fix_t else None
-            next_values = np.concatenate([val_buf[1:], last_value[None]]) * (1.0 - done_buf)
+            # [PPO 11-16] advantages and critic targets; V(s^{t+1}) is the next stored value,
+            # V(final obs) after a truncation and 0 after a termination
+            val_np = b_val.cpu().numpy().reshape(T, N)
+            next_values = np.concatenate([val_np[1:], last_value[None]]) * (1.0 - done_buf)
             if fix_t:
                 next_values[fix_t, fix_env] = final_values
-            advantages = gae(rew_buf, val_buf, next_values, done_buf, args.gamma, args.gae_lambda)
-            returns, values = to_device(advantages + val_buf), to_device(val_buf)
-            advantages = to_device(advantages)
-
-            b_obs, b_act = to_device(obs_buf).reshape(batch_size, obs_dim), to_device(act_buf).flatten(0, 1)
-            b_logp, b_adv = to_device(logp_buf).reshape(-1), advantages.reshape(-1)
-            b_ret, b_val = returns.reshape(-1), values.reshape(-1)
+            advantages = gae(rew_buf, val_np, next_values, done_buf, args.gamma, args.gae_lambda)
+            b_adv = to_device(advantages).reshape(-1)
+            b_ret = b_adv + b_val
             clipfracs, approx_kl = [], torch.zeros((), device=device)
             for _epoch in range(args.update_epochs):  # [PPO 9] K epochs of minibatches
                 perm = torch.randperm(batch_size, device=device)
+                # shuffle once per epoch; each minibatch is then a slice (a view), not five gathers
+                e_obs, e_act, e_logp, e_adv, e_ret = (x[perm] for x in (b_obs, b_act, b_logp, b_adv, b_ret))
                 for lo in range(0, batch_size, minibatch_size):
-                    mb = perm[lo : lo + minibatch_size]
-                    new_logp, entropy, new_val = agent.evaluate(b_obs[mb], b_act[mb])
-                    log_ratio = new_logp - b_logp[mb]
+                    mb = slice(lo, lo + minibatch_size)
+                    new_logp, entropy, new_val = agent.evaluate(e_obs[mb], e_act[mb])
+                    log_ratio = new_logp - e_logp[mb]
                     ratio = log_ratio.exp()  # [PPO 10] rho = pi / pi_beta
-                    mb_adv = b_adv[mb]
-                    if args.norm_adv and len(mb) > 1:
+                    mb_adv = e_adv[mb]
+                    if args.norm_adv and minibatch_size > 1:
                         mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                     pg_loss = clipped_surrogate(ratio, mb_adv, args.clip_coef)  # [PPO 17] actor loss
-                    v_loss = 0.5 * (b_ret[mb] - new_val).pow(2).mean()  # [PPO 18] critic loss
+                    v_loss = 0.5 * (e_ret[mb] - new_val).pow(2).mean()  # [PPO 18] critic loss
                     loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
                     optimizer.zero_grad(set_to_none=True)  # [PPO 19-20] one step on phi and theta
                     loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm, foreach=True)
+                    nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
                     optimizer.step()
                     with torch.no_grad():
                         approx_kl = ((ratio - 1) - log_ratio).mean()  # low-variance KL estimator

@@ -114,6 +114,24 @@ def test_double_q_target_uses_the_online_argmax() -> None:
     assert y.tolist() == pytest.approx([2.0, 3.0, 0.0])
 
 
+@pytest.mark.parametrize("algo", ["dqn", "ddqn"])
+def test_numpy_greedy_action_matches_the_q_network_and_follows_updates(algo: str) -> None:
+    if algo not in PRESENT:
+        pytest.skip(f"{algo}.py not written yet")
+    m = load_module(algo)
+    torch.manual_seed(0)
+    net = m.QNetwork(4, 3, (16, 8))
+    weights = m.host_weights(net)
+    states = (10 * np.random.default_rng(0).standard_normal((50, 4))).astype(np.float32)
+    expected = net(torch.from_numpy(states)).argmax(1).tolist()
+    assert [m.greedy_action(weights, s) for s in states] == expected
+    assert len(set(expected)) > 1  # the check covers more than one action
+    # on the CPU the numpy arrays are views: an in-place update (as Adam makes) shows through
+    with torch.no_grad():
+        net.net[-1].bias.copy_(torch.tensor([0.0, 0.0, 1e6]))
+    assert {m.greedy_action(weights, s) for s in states} == {2}
+
+
 # ----------------------------------------------------------------------------- policy gradient family
 @needs("reinforce")
 def test_returns_to_go_with_gamma_and_bootstrap() -> None:
@@ -188,6 +206,32 @@ def test_clipped_surrogate(ratio: float, adv: float, loss: float) -> None:
     m = load_module("ppo")
     got = m.clipped_surrogate(torch.tensor([ratio]), torch.tensor([adv]), clip_coef=0.2)
     assert got.item() == pytest.approx(loss)
+
+
+@needs("ppo")
+def test_ppo_numpy_actor_matches_torch() -> None:
+    m = load_module("ppo")
+    torch.manual_seed(0)
+    agent = m.Agent(3, 4, True, (8, 8))
+    obs = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    weights = [p.detach().numpy() for p in agent.actor.parameters()]
+    expected = agent.actor(torch.from_numpy(obs)).detach().numpy()
+    np.testing.assert_allclose(m.mlp_numpy(weights, obs), expected, rtol=1e-5, atol=1e-6)
+
+
+@needs("ppo")
+def test_ppo_sample_action_draws_from_softmax_and_gaussian() -> None:
+    m = load_module("ppo")
+    n = 200_000
+    # Gumbel-max on logits log p draws action i with probability p_i (3 sigma of the count is < 0.004)
+    logits = np.log(np.tile([0.1, 0.2, 0.3, 0.4], (n, 1)))
+    draws = m.sample_action(logits, None, np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / n, [0.1, 0.2, 0.3, 0.4], atol=0.005)
+    # the logits are shift invariant: adding 7 changes nothing for the same noise
+    assert (m.sample_action(logits + 7.0, None, np.random.default_rng(0)) == draws).all()
+    # Box: mean + sigma * N(0, 1) with sigma = exp(log_std)
+    a = m.sample_action(np.full((n, 1), 2.0), np.log(np.array([0.5])), np.random.default_rng(0))
+    assert abs(a.mean() - 2.0) < 0.005 and abs(a.std() - 0.5) < 0.005
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "a2c", "ppo"])
