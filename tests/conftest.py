@@ -88,6 +88,11 @@ def run_algo(
     )
 
 
+def param_id(value: object) -> str:
+    """Readable test ids: a list of flags reads as the command line it is."""
+    return " ".join(value) if isinstance(value, list) else str(value)
+
+
 def summary_of(stdout: str) -> dict:
     """The contract: the last stdout line is one JSON object."""
     lines = stdout.strip().splitlines()

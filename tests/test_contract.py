@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ALGOS, PRESENT, SMOKE_ARGS, check_summary, read_scalars, run_algo, summary_of
+from conftest import ALGOS, PRESENT, SMOKE_ARGS, check_summary, param_id, read_scalars, run_algo, summary_of
 
 ALLOWED_IMPORTS = {
     "__future__",
@@ -91,7 +91,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(
     ("algo", "args", "word"),
     [b for b in BAD_INPUTS if b[0] in PRESENT],
-    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
+    ids=param_id,
 )
 def test_bad_input_is_one_clear_line_and_exit_2(algo: str, args: list[str], word: str, log_dir: Path) -> None:
     proc = run_algo(algo, args, log_dir, timeout=120)

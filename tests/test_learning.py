@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import PRESENT, run_algo, summary_of
+from conftest import PRESENT, param_id, run_algo, summary_of
 
 PPO_PENDULUM = [
     "--env-id",
@@ -68,7 +68,7 @@ CASES = [
 @pytest.mark.parametrize(
     ("algo", "args", "threshold"),
     [c for c in CASES if c[0] in PRESENT],
-    ids=lambda v: " ".join(v) if isinstance(v, list) else str(v),
+    ids=param_id,
 )
 def test_reaches_the_threshold_with_defaults(algo: str, args: list[str], threshold: float, log_dir: Path) -> None:
     proc = run_algo(algo, args, log_dir, timeout=900)
