@@ -384,7 +384,7 @@ def main(args: Args) -> dict:
             advantages = gae(rew_buf, val_np, next_values, done_buf, args.gamma, args.gae_lambda)
             b_adv = to_device(advantages).reshape(-1)
             b_ret = b_adv + b_val
-            clipfracs, approx_kl = [], torch.zeros((), device=device)
+            ratios = []  # every minibatch's rho, for the clip fraction logged once per update
             for _epoch in range(args.update_epochs):  # [PPO 9] K epochs of minibatches
                 perm = torch.randperm(batch_size, device=device)
                 # shuffle once per epoch; each minibatch is then a slice (a view), not five gathers
@@ -404,9 +404,9 @@ def main(args: Args) -> dict:
                     loss.backward()
                     nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
                     optimizer.step()
-                    with torch.no_grad():
-                        approx_kl = ((ratio - 1) - log_ratio).mean()  # low-variance KL estimator
-                        clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+                    ratios.append(ratio.detach())
+                with torch.no_grad():  # low-variance KL estimate on the epoch's last minibatch
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
                 if args.target_kl is not None and approx_kl > args.target_kl:
                     break
 
@@ -416,7 +416,8 @@ def main(args: Args) -> dict:
             writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
             writer.add_scalar("losses/entropy", entropy.mean().item(), global_step)
             writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-            writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
+            clipfrac = ((torch.cat(ratios) - 1.0).abs() > args.clip_coef).float().mean()
+            writer.add_scalar("losses/clipfrac", clipfrac.item(), global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
 
