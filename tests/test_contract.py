@@ -113,6 +113,9 @@ def test_ctrl_c_stops_cleanly(algo: str, log_dir: Path) -> None:
         text=True,
         stdin=subprocess.DEVNULL,
         env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"},
+        # a terminal's Ctrl-C: when pytest itself runs as a background job, SIGINT arrives ignored and
+        # Python would then never raise KeyboardInterrupt in the child
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 120
