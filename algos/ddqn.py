@@ -38,8 +38,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -271,6 +275,30 @@ def evaluate(q_net: QNetwork, args: Args, device: torch.device) -> list[float]:
     return returns
 
 
+@contextmanager
+def ctrl_c_stops() -> Iterator[list[bool]]:
+    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
+    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
+    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
+    pressed: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        pressed.append(True)
+        if len(pressed) > 1:
+            raise KeyboardInterrupt
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    install = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    )
+    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+    try:
+        yield pressed
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
+
+
 # ----------------------------------------------------------------------------- main
 def main(args: Args) -> dict:
     check_args(args)
@@ -312,9 +340,9 @@ def main(args: Args) -> dict:
     q_start, disc_return, discount = episode_start(obs), 0.0, 1.0
     ep_return, ep_len, recent = 0.0, 0, []
     solved_step = solved_seconds = None
-    eval_seconds, interrupted, global_step = 0.0, False, 0
+    eval_seconds, global_step = 0.0, 0
     start = last_print = time.perf_counter()
-    try:
+    with ctrl_c_stops() as stop:
         for global_step in range(1, args.total_timesteps + 1):  # [DQN 4-5] episodes and steps, flattened
             # [DQN 6-8] observe s^t; epsilon-greedy action (the network runs only when it is needed)
             epsilon = linear_schedule(
@@ -384,8 +412,9 @@ def main(args: Args) -> dict:
                     flush=True,
                 )
                 last_print = now
-    except KeyboardInterrupt:
-        interrupted = True
+            if stop:  # Ctrl-C: leave here, where no step is half done
+                break
+    interrupted = bool(stop)
     train_seconds = time.perf_counter() - start - eval_seconds
     env.close()
     sps = global_step / max(train_seconds, 1e-9)
@@ -425,7 +454,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C before the loop started: nothing to save
+    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -38,8 +38,12 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import gymnasium as gym
@@ -282,6 +286,30 @@ def evaluate(agent: Agent, args: Args, device: torch.device) -> list[float]:
     return returns
 
 
+@contextmanager
+def ctrl_c_stops() -> Iterator[list[bool]]:
+    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
+    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
+    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
+    pressed: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        pressed.append(True)
+        if len(pressed) > 1:
+            raise KeyboardInterrupt
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    install = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    )
+    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+    try:
+        yield pressed
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
+
+
 # ----------------------------------------------------------------------------- main
 def main(args: Args) -> dict:
     check_args(args)
@@ -335,11 +363,11 @@ def main(args: Args) -> dict:
     obs_np, _ = envs.reset(seed=args.seed)
     ep_ret, ep_len = np.zeros(N), np.zeros(N, dtype=np.int64)
     recent: list[float] = []
-    global_step, interrupted, eval_seconds = 0, False, 0.0
+    global_step, eval_seconds = 0, 0.0
     solved_step = solved_seconds = None
     next_eval = args.eval_frequency or None
     start = last_print = time.perf_counter()
-    try:
+    with ctrl_c_stops() as stop:
         for iteration in range(num_iterations):  # [PPO 3] repeat
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
@@ -441,8 +469,9 @@ def main(args: Args) -> dict:
                     flush=True,
                 )
                 last_print = now
-    except KeyboardInterrupt:
-        interrupted = True
+            if stop:  # Ctrl-C: leave here, where no step is half done
+                break
+    interrupted = bool(stop)
     train_seconds = time.perf_counter() - start - eval_seconds
     envs.close()
     sps = global_step / max(train_seconds, 1e-9)
@@ -479,7 +508,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C before the loop started: nothing to save
+    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -27,8 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -175,6 +179,30 @@ def evaluate(q: np.ndarray, args: Args) -> list[float]:
     return returns
 
 
+@contextmanager
+def ctrl_c_stops() -> Iterator[list[bool]]:
+    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
+    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
+    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
+    pressed: list[bool] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        pressed.append(True)
+        if len(pressed) > 1:
+            raise KeyboardInterrupt
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    install = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    )
+    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+    try:
+        yield pressed
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
+
+
 # ----------------------------------------------------------------------------- main
 def main(args: Args) -> dict:
     check_args(args)
@@ -196,10 +224,10 @@ def main(args: Args) -> dict:
     # [TD 1] Q(s, a) = 0 everywhere; terminal rows are never updated, so they stay 0
     q = np.zeros((env.observation_space.n, env.action_space.n), dtype=np.float64)
 
-    global_step, recent, interrupted = 0, [], False
+    global_step, recent = 0, []
     start = last_print = time.perf_counter()
     episode = 0
-    try:
+    with ctrl_c_stops() as stop:
         for episode in range(args.total_episodes):
             # [TD 2] epsilon_i and alpha_i for this episode; observe S_0
             frac_e = args.exploration_fraction * args.total_episodes
@@ -249,8 +277,9 @@ def main(args: Args) -> dict:
                     flush=True,
                 )
                 last_print = now
-    except KeyboardInterrupt:
-        interrupted = True
+            if stop:  # Ctrl-C: leave here, where no step is half done
+                break
+    interrupted = bool(stop)
     train_seconds = time.perf_counter() - start - eval_seconds
     env.close()
     sps = global_step / max(train_seconds, 1e-9)
@@ -288,7 +317,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{os.path.basename(__file__)}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C before the loop started: nothing to save
+    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

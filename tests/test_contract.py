@@ -17,6 +17,7 @@ ALLOWED_IMPORTS = {
     "__future__",
     "argparse",
     "collections",
+    "contextlib",
     "copy",
     "dataclasses",
     "json",
@@ -25,6 +26,7 @@ ALLOWED_IMPORTS = {
     "random",
     "signal",
     "sys",
+    "threading",
     "time",
     "typing",
     "numpy",
@@ -126,7 +128,8 @@ def test_ctrl_c_stops_cleanly(algo: str, log_dir: Path) -> None:
         else:
             pytest.fail("no progress line within 120 s")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        # well under TensorBoard's 120 s flush timer, which a Ctrl-C landing inside the writer once waited out
+        out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
@@ -137,6 +140,65 @@ def test_ctrl_c_stops_cleanly(algo: str, log_dir: Path) -> None:
     assert "charts/episodic_return" in read_scalars(run_dir), "event file not flushed"
     ckpt = run_dir / (f"{algo}.npz" if algo == "tabular_q" else f"{algo}.pt")
     assert ckpt.exists(), "checkpoint not saved on Ctrl-C"
+
+
+CTRL_C_PROBE = """
+import importlib.util, os, signal, sys, threading
+
+spec = importlib.util.spec_from_file_location("algo", sys.argv[1])
+algo = sys.modules["algo"] = importlib.util.module_from_spec(spec)  # dataclasses look the module up
+spec.loader.exec_module(algo)
+
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(10_000):  # Python runs the handler at the next bytecode boundary
+        pass
+
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, however pytest was started
+with algo.ctrl_c_stops() as stop:
+    ctrl_c()
+    first = list(stop)
+    try:
+        ctrl_c()
+        second = "no exception"
+    except KeyboardInterrupt:
+        second = "KeyboardInterrupt"
+restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: an ignored SIGINT stays ignored
+with algo.ctrl_c_stops() as stop:
+    ctrl_c()
+    ignored = list(stop)
+still_ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+result = []
+
+
+def in_a_thread():  # no handler can be set outside the main thread, and the block must still work
+    with algo.ctrl_c_stops() as stop:
+        result.append(stop)
+
+
+thread = threading.Thread(target=in_a_thread)
+thread.start()
+thread.join()
+print(first, second, restored, ignored, still_ignored, result)
+"""
+
+
+@pytest.mark.parametrize("algo", PRESENT)
+def test_ctrl_c_sets_a_flag_in_the_loop_and_a_second_one_raises(algo: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", CTRL_C_PROBE, str(ALGOS / f"{algo}.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[-2] == "[True] KeyboardInterrupt True [] True [[]]", proc.stdout
 
 
 @pytest.mark.parametrize("algo", PRESENT)
