@@ -119,9 +119,11 @@ for (algo, _env), rs in by.items():
     passed = [r for r in ok if r["eval_return_mean"] >= thr]
     n_pass += len(passed)
     worst = min(ok, key=lambda r: r["eval_return_mean"])
-    solved = [r for r in ok if r.get("solved_step") is not None]
-    steps = f"{st.median(r['solved_step'] for r in solved):,.0f} (median of {len(solved)})" if solved else "-"
-    secs = f"{st.median(r['solved_seconds'] for r in solved):.0f}" if solved else "-"
+    # the first evaluation (periodic or final) whose mean reached this entry's threshold: [step, seconds, mean, std]
+    first = [next((e for e in r.get("evals", []) if e[2] >= thr), None) for r in ok]
+    solved = [e for e in first if e is not None]
+    steps = f"{st.median(e[0] for e in solved):,.0f} (median of {len(solved)})" if solved else "-"
+    secs = f"{st.median(e[1] for e in solved):.0f}" if solved else "-"
     budget = f"{ok[0]['total_episodes']:,} episodes" if "total_episodes" in ok[0] else f"{ok[0]['total_timesteps']:,} steps"
     sd = st.pstdev(means) if len(means) > 1 else 0.0
     lines.append(

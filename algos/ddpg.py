@@ -3,9 +3,9 @@
 A deterministic actor mu(s; phi) proposes an action; a critic Q(s, a; theta) learns its value
 from replayed transitions with a TD target computed by slowly moving target copies of both
 networks; the actor climbs the critic's gradient with respect to the action. Exploration comes
-from noise added to the actor's action. Follows slides/001 ("DDPG - Deterministic Deep Policy
-Gradient Agent": actor, critic, Ornstein-Uhlenbeck noise, clipping, soft update). Steps, in our
-own numbering of the slides' agent:
+from noise added to the actor's action. Follows the MLMU "Reinforcement Learning" talk (parts
+I-III), slide "DDPG - Deterministic Deep Policy Gradient Agent" (actor, critic, Ornstein-Uhlenbeck
+noise, clipping, soft update). Steps, in our own numbering of the slide's agent:
 
     1. Initialise actor mu(s; phi), critic Q(s, a; theta), targets phi-bar = phi,
        theta-bar = theta, and an empty replay buffer.
@@ -26,6 +26,7 @@ Examples:
     python algos/ddpg.py --noise ou                     # Ornstein-Uhlenbeck noise, as on the slides
     python algos/ddpg.py --env-id HalfCheetah-v5 --total-timesteps 1000000 --learning-starts 25000 \
         --hidden-sizes 256 256 --batch-size 256 --cuda
+    python algos/ddpg.py --save-model, then --load-model runs/<run>/ddpg.pt --eval-only --capture-video
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -53,12 +53,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    env_id: str = "Pendulum-v1"
-    """gymnasium id of an env with vector observations and Box actions"""
-    seed: int = 1
-    """seed of torch, numpy, the env and the noise"""
-    total_timesteps: int = 30_000
-    """training budget, in env steps"""
     learning_rate: float = 1e-3
     """Adam step size of the actor and the critic"""
     buffer_size: int = 1_000_000
@@ -81,16 +75,25 @@ class Args:
     """OU mean-reversion rate"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden ReLU layers of actor and critic (Pendulum needs no more; 256 256 for MuJoCo)"""
+    # the run: the same knobs in every file
+    env_id: str = "Pendulum-v1"
+    """gymnasium id of an env with vector observations and Box actions"""
+    seed: int = 1
+    """seed of torch, numpy, the env and the noise"""
+    total_timesteps: int = 30_000
+    """training budget, in env steps"""
     eval_frequency: int = 3_000
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """evaluation episodes with the noise-free actor"""
     target_return: float | None = None
-    """return that counts as solved, for the steps-to-threshold record (default: the env's)"""
+    """mean eval return that counts as solved (default: the env's reward_threshold)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
     cuda: bool = False
     """use the GPU if there is one"""
     torch_deterministic: bool = True
-    """ask torch for deterministic kernels"""
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
     num_threads: int = 1
     """torch CPU threads; 1 measured fastest for these small networks"""
     log_dir: str = "runs"
@@ -98,14 +101,26 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """experiment name, part of the run directory"""
     save_model: bool = False
-    """save the networks and args to {run_dir}/{exp_name}.pt"""
+    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (its --hidden-sizes are used)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-SCRIPT = os.path.basename(__file__)
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+# What this file takes, read by the run block below the marker.
+ACTION_SPACES = (gym.spaces.Box,)
+RANK = 1  # flat vector observations (and Box actions)
+ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
+OTHERWISE = "Use dqn.py or ppo.py for Discrete actions."
+POSITIVE = ("learning_rate", "buffer_size", "tau", "batch_size", "policy_frequency", "hidden_sizes")
+NON_NEGATIVE = ("learning_starts", "exploration_noise", "ou_theta")
+FRACTIONS = ("gamma", "tau")
+RULES = {"--batch-size must be no larger than --buffer-size": lambda a: a.batch_size <= a.buffer_size}
+ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
 
 
 # ----------------------------------------------------------------------------- math
@@ -196,131 +211,34 @@ class ReplayBuffer:
         return tuple(torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays)
 
 
-# ----------------------------------------------------------------------------- set-up
-def make_env(env_id: str) -> gym.Env:
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as e:
-        raise UsageError(f"unknown env id {env_id!r} ({e}). Try Pendulum-v1 or MountainCarContinuous-v0.") from None
-    act = env.action_space
-    if not isinstance(act, gym.spaces.Box) or len(act.shape) != 1:
-        env.close()
-        raise UsageError(f"{SCRIPT} needs a 1-D Box action space; {env_id} has {act}. Use dqn.py or ppo.py.")
-    if not np.all(np.isfinite(act.low)) or not np.all(np.isfinite(act.high)):
-        env.close()
-        raise UsageError(f"{SCRIPT} needs finite action bounds to squash into; {env_id} has {act}. Use ppo.py.")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        env.close()
-        raise UsageError(f"{SCRIPT} needs flat Box (vector) observations; {env_id} has {env.observation_space}.")
-    return env
+class Agent(nn.Module):
+    """The actor mu(s; phi) and the critic Q(s, a; theta): what a checkpoint holds."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.actor, self.critic = Actor(obs_dim, act_dim, hidden, low, high), Critic(obs_dim, act_dim, hidden)
 
 
-def check_args(args: Args) -> None:
-    positive = (
-        "total_timesteps",
-        "learning_rate",
-        "buffer_size",
-        "batch_size",
-        "policy_frequency",
-        "eval_episodes",
-        "num_threads",
-    )
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    if args.batch_size > args.buffer_size:
-        raise UsageError(
-            f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; "
-            "use a batch no larger than the buffer."
-        )
-    if not 0.0 <= args.tau <= 1.0 or not 0.0 <= args.gamma <= 1.0:
-        raise UsageError(f"--tau and --gamma must lie in [0, 1]; got {args.tau} and {args.gamma}.")
-    if min(args.hidden_sizes, default=1) <= 0 or min(args.learning_starts, args.eval_frequency) < 0:
-        raise UsageError("--hidden-sizes must be positive; --learning-starts and --eval-frequency >= 0.")
-    if args.exploration_noise < 0 or args.ou_theta < 0:
-        raise UsageError("--exploration-noise and --ou-theta must be >= 0.")
+def make_agent(args: Args, env: gym.Env) -> nn.Module:
+    space = env.action_space
+    if not np.all(np.isfinite(space.low)) or not np.all(np.isfinite(space.high)):
+        raise UsageError(f"{SCRIPT} needs finite action bounds to squash into; {args.env_id} has {space}. Use ppo.py.")
+    # [DDPG 1] actor phi and critic theta (their targets and the buffer come with training)
+    return Agent(env.observation_space.shape[0], space.shape[0], args.hidden_sizes, space.low, space.high)
 
 
-def new_run_dir(args: Args) -> str:
-    stamp = int(time.time())
-    while True:  # never reuse a directory: bump the stamp until the name is free
-        path = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}")
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            stamp += 1
+def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The noise-free actor, for evaluation: a = mu(s; phi)."""
+    return agent.actor(obs)
 
 
-@torch.inference_mode()
-def evaluate(actor: Actor, args: Args, device: torch.device) -> list[float]:
-    """The noise-free actor on a fresh env; episode i is seeded apart from training."""
-    env = make_env(args.env_id)
-    returns = []
-    for i in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
-        done, total = False, 0.0
-        while not done:
-            action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            obs, r, terminated, truncated, _ = env.step(action)
-            total += float(r)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
-
-
-@contextmanager
-def ctrl_c_stops() -> Iterator[list[bool]]:
-    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
-    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
-    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
-    pressed: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        pressed.append(True)
-        if len(pressed) > 1:
-            raise KeyboardInterrupt
-
-    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
-    install = (
-        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    )
-    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
-    try:
-        yield pressed
-    finally:
-        if install:
-            signal.signal(signal.SIGINT, previous)
-
-
-# ----------------------------------------------------------------------------- main
-def main(args: Args) -> dict:
-    check_args(args)
-    env = make_env(args.env_id)
-    if args.cuda and not torch.cuda.is_available():
-        print(f"{SCRIPT}: warning: --cuda given but CUDA is not available; running on CPU", file=sys.stderr)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(args.num_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    rng = np.random.default_rng(args.seed)
-    target_return = (
-        args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
-    )
-    run_dir = new_run_dir(args)
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-
+# ----------------------------------------------------------------------------- training
+def train(args: Args, agent: nn.Module, run: Run) -> None:
+    env, device, rng = make_env(args), run.device, np.random.default_rng(args.seed)
+    actor, critic = agent.actor, agent.critic
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low, env.action_space.high
-    # [DDPG 1] actor, critic, their targets, the buffer
-    actor = Actor(obs_dim, act_dim, args.hidden_sizes, low, high).to(device)
-    critic = Critic(obs_dim, act_dim, args.hidden_sizes).to(device)
+    # [DDPG 1] target copies phi-bar = phi, theta-bar = theta, and an empty buffer
     actor_target = Actor(obs_dim, act_dim, args.hidden_sizes, low, high).to(device)
     critic_target_net = Critic(obs_dim, act_dim, args.hidden_sizes).to(device)
     actor_target.load_state_dict(actor.state_dict())
@@ -334,120 +252,272 @@ def main(args: Args) -> dict:
 
     obs, _ = env.reset(seed=args.seed)
     env.action_space.seed(args.seed)
-    ep_return, ep_len, recent = 0.0, 0, []
+    ep_return, ep_len = 0.0, 0
     actor_loss = torch.zeros(())  # logged before the first actor step
-    solved_step = solved_seconds = None
-    eval_seconds, global_step = 0.0, 0
-    start = last_print = time.perf_counter()
-    with ctrl_c_stops() as stop:
-        for global_step in range(1, args.total_timesteps + 1):
-            # [DDPG 2] observe s; act with the actor plus exploration noise, clipped to the bounds
-            if global_step <= args.learning_starts:
-                action = env.action_space.sample()
-            else:
-                with torch.inference_mode():
-                    action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-                noise = ou.sample() if args.noise == "ou" else rng.normal(0.0, args.exploration_noise, act_dim)
-                action = np.clip(action + noise * half_width, low, high).astype(np.float32)
-            # [DDPG 3] apply a, observe r and s', store the transition (s' is the true last state if truncated)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            rb.add(obs, action, float(reward), next_obs, terminated)
-            ep_return += float(reward)
-            ep_len += 1
-            obs = next_obs
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", ep_return, global_step)
-                writer.add_scalar("charts/episodic_length", ep_len, global_step)
-                recent = (recent + [ep_return])[-20:]
-                obs, _ = env.reset()
-                ou.reset()
-                ep_return, ep_len = 0.0, 0
+    for global_step in range(1, args.total_timesteps + 1):
+        # [DDPG 2] observe s; act with the actor plus exploration noise, clipped to the bounds
+        if global_step <= args.learning_starts:
+            action = env.action_space.sample()
+        else:
+            with torch.inference_mode():
+                action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            noise = ou.sample() if args.noise == "ou" else rng.normal(0.0, args.exploration_noise, act_dim)
+            action = np.clip(action + noise * half_width, low, high).astype(np.float32)
+        # [DDPG 3] apply a, observe r and s', store the transition (s' is the true last state if truncated)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rb.add(obs, action, float(reward), next_obs, terminated)
+        ep_return, ep_len = ep_return + float(reward), ep_len + 1
+        obs = next_obs
+        if terminated or truncated:
+            run.log_episode(global_step, ep_return, ep_len)
+            obs, _ = env.reset()
+            ou.reset()
+            ep_return, ep_len = 0.0, 0
 
-            if global_step > args.learning_starts:
-                # [DDPG 4] minibatch; [DDPG 5] critic targets from the target networks
-                b_obs, b_act, b_rew, b_next_obs, b_term = rb.sample(args.batch_size, rng)
-                with torch.no_grad():
-                    y = critic_target(
-                        b_rew, critic_target_net(b_next_obs, actor_target(b_next_obs)), b_term, args.gamma
-                    )
-                # [DDPG 6] critic step on (y - Q(s, a))^2
-                q = critic(b_obs, b_act)
-                critic_loss = F.mse_loss(q, y)
-                critic_opt.zero_grad(set_to_none=True)
-                critic_loss.backward()
-                critic_opt.step()
-                if global_step % args.policy_frequency == 0:
-                    # [DDPG 7] actor step: follow dQ/da through a = mu(s)
-                    actor_loss = -critic(b_obs, actor(b_obs)).mean()
-                    actor_opt.zero_grad(set_to_none=True)
-                    actor_loss.backward()
-                    actor_opt.step()
-                    # [DDPG 8] soft updates of both targets
-                    soft_update(critic_target_net, critic, args.tau)
-                    soft_update(actor_target, actor, args.tau)
-                if global_step % 100 < args.policy_frequency:  # log now and then: .item() syncs
-                    writer.add_scalar("losses/critic_loss", critic_loss.item(), global_step)
-                    writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-                    writer.add_scalar("losses/q_values", q.mean().item(), global_step)
-
-            if args.eval_frequency and global_step % args.eval_frequency == 0 and global_step < args.total_timesteps:
-                t0 = time.perf_counter()
-                mean_eval = float(np.mean(evaluate(actor, args, device)))
-                eval_seconds += time.perf_counter() - t0
-                writer.add_scalar("eval/episodic_return", mean_eval, global_step)
-                if solved_step is None and target_return is not None and mean_eval >= target_return:
-                    solved_step, solved_seconds = global_step, time.perf_counter() - start - eval_seconds
-            now = time.perf_counter()
-            if now - last_print > 2.0 or global_step == args.total_timesteps:
-                sps = global_step / (now - start - eval_seconds)
-                writer.add_scalar("charts/SPS", int(sps), global_step)
-                print(
-                    f"step {global_step}/{args.total_timesteps} ({100 * global_step / args.total_timesteps:.0f}%) "
-                    f"return(20) {np.mean(recent) if recent else float('nan'):.1f} SPS {sps:.0f} "
-                    f"ETA {(args.total_timesteps - global_step) / sps:.0f}s",
-                    flush=True,
-                )
-                last_print = now
-            if stop:  # Ctrl-C: leave here, where no step is half done
-                break
-    interrupted = bool(stop)
-    train_seconds = time.perf_counter() - start - eval_seconds
+        if global_step > args.learning_starts:
+            # [DDPG 4] minibatch; [DDPG 5] critic targets from the target networks
+            b_obs, b_act, b_rew, b_next_obs, b_term = rb.sample(args.batch_size, rng)
+            with torch.no_grad():
+                y = critic_target(b_rew, critic_target_net(b_next_obs, actor_target(b_next_obs)), b_term, args.gamma)
+            # [DDPG 6] critic step on (y - Q(s, a))^2
+            q = critic(b_obs, b_act)
+            critic_loss = F.mse_loss(q, y)
+            critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            critic_opt.step()
+            if global_step % args.policy_frequency == 0:
+                # [DDPG 7] actor step: follow dQ/da through a = mu(s)
+                actor_loss = -critic(b_obs, actor(b_obs)).mean()
+                actor_opt.zero_grad(set_to_none=True)
+                actor_loss.backward()
+                actor_opt.step()
+                # [DDPG 8] soft updates of both targets
+                soft_update(critic_target_net, critic, args.tau)
+                soft_update(actor_target, actor, args.tau)
+            if global_step % 100 < args.policy_frequency:  # log now and then: .item() syncs
+                run.writer.add_scalar("losses/critic_loss", critic_loss.item(), global_step)
+                run.writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                run.writer.add_scalar("losses/q_values", q.mean().item(), global_step)
+        if run.tick(global_step):
+            break
     env.close()
-    sps = global_step / max(train_seconds, 1e-9)
-    writer.add_scalar("charts/SPS", int(sps), global_step)
 
-    eval_returns = [] if interrupted else evaluate(actor, args, device)
-    if eval_returns:
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-        if solved_step is None and target_return is not None and np.mean(eval_returns) >= target_return:
-            solved_step, solved_seconds = global_step, train_seconds
-    if args.save_model:
-        torch.save(
-            {
-                "actor": actor.state_dict(),
-                "critic": critic.state_dict(),
-                "actor_target": actor_target.state_dict(),
-                "critic_target": critic_target_net.state_dict(),
-                "args": asdict(args),
-            },
-            os.path.join(run_dir, f"{args.exp_name}.pt"),
-        )
-    writer.close()
-    return {
-        "algo": SCRIPT[:-3],
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "total_timesteps": global_step,
-        "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "train_seconds": round(train_seconds, 3),
-        "sps": round(sps, 1),
-        "run_dir": run_dir,
-        "interrupted": interrupted,
-        "target_return": target_return,
-        "solved_step": solved_step,
-        "solved_seconds": None if solved_seconds is None else round(solved_seconds, 3),
-    }
+
+# ====================================================================== run block: the same in every deep file
+# Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
+# test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
+# checkpoints, Ctrl-C and the summary. It reads the data above (ACTION_SPACES, POSITIVE, ...) and calls
+# make_agent, act and train. A reader of the slides can stop here.
+SCRIPT = os.path.basename(__file__)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def warn(message: str) -> None:
+    print(f"{SCRIPT}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
+    """The env by id, checked against what this file takes, with a time limit if it has none."""
+    try:
+        if ENV_MAKERS and args.env_id not in ENV_MAKERS:
+            raise gym.error.Error(f"{SCRIPT} runs {', '.join(ENV_MAKERS)}")
+        make = ENV_MAKERS.get(args.env_id, lambda args, render_mode: gym.make(args.env_id, render_mode=render_mode))
+        env = make(args, render_mode)
+    except gym.error.DependencyNotInstalled as e:  # a registered env whose extra is missing (box2d, mujoco)
+        raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
+    except gym.error.Error as e:
+        raise UsageError(f"unknown env id {args.env_id!r} ({e}).") from None
+    obs, act, problem = env.observation_space, env.action_space, ""
+    if not isinstance(act, ACTION_SPACES) or (isinstance(act, gym.spaces.Box) and len(act.shape) != RANK):
+        kinds = " or ".join((f"{RANK}-D " if t is gym.spaces.Box else "") + t.__name__ for t in ACTION_SPACES)
+        problem = f"{SCRIPT} needs a {kinds} action space; {args.env_id} has {act}. {OTHERWISE}"
+    elif not isinstance(obs, gym.spaces.Box) or len(obs.shape) != RANK:
+        hint = "Use tabular_q.py for Discrete observations." if isinstance(obs, gym.spaces.Discrete) else ""
+        hint = "Images need a convolutional network, which this file lacks." if len(obs.shape) > RANK + 1 else hint
+        problem = f"{SCRIPT} takes vector observations (a Box of rank {RANK}); {args.env_id} has {obs}. {hint}"
+    if problem:
+        env.close()
+        raise UsageError(problem.strip())
+    if env.spec is None or env.spec.max_episode_steps is None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=args.max_episode_steps)
+    return env
+
+
+def check_args(args: Args) -> None:
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
+    for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
+        values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
+        if name in FRACTIONS and not all(0.0 <= v <= 1.0 for v in values):
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}.")
+        if any(v <= 0 for v in values) if name in positive else any(v < 0 for v in values):
+            need = "positive" if name in positive else ">= 0"
+            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {getattr(args, name)}.")
+    rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only}
+    for message, holds in rules.items():
+        if not holds(args):
+            raise UsageError(message + ".")
+
+
+class Run:
+    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
+    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
+
+    def __init__(self, args: Args, agent: nn.Module, device: torch.device, target: float | None) -> None:
+        self.args, self.agent, self.device, self.target = args, agent, device, target
+        stamp = int(time.time())
+        while True:  # never reuse a run directory: makedirs fails if another run holds the name
+            try:
+                os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
+                break
+            except FileExistsError:
+                stamp += 1
+        self.dir, self.writer = name, SummaryWriter(name)
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.final_step, self.step, self.stop, self.next_eval = args.total_timesteps, 0, False, args.eval_frequency
+        self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
+        self.start = self.last_print = time.perf_counter()
+        print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
+        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
+            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
+
+    def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
+        if steps != self.args.total_timesteps:
+            warn(f"training {steps:,} steps, not --total-timesteps {self.args.total_timesteps:,}: {why}")
+        self.final_step = steps
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def log_episode(self, step: int, episodic_return: float, length: int) -> None:
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", length, step)
+        self.recent.append(float(episodic_return))
+
+    def record_eval(self, step: int, seconds: float, returns: list[float]) -> None:
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.writer.add_scalar("eval/episodic_return", mean, step)
+        self.evals.append([step, round(seconds, 3), mean, std])
+        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
+        print(f"eval at step {step:,}: {mean:.2f} ± {std:.2f} over {len(returns)} episodes{met}", flush=True)
+
+    def tick(self, step: int) -> bool:
+        """The end of a pass of the loop at env step `step`: evaluate when due, print progress every 2 s.
+        True once Ctrl-C was pressed: the loop then breaks, where no step is half done."""
+        self.step = step
+        if self.next_eval and self.final_step > step >= self.next_eval:
+            self.next_eval += self.args.eval_frequency
+            t0 = time.perf_counter()
+            returns = evaluate(self.agent, self.args, self.device)
+            self.eval_seconds += time.perf_counter() - t0
+            self.record_eval(step, self.seconds(), returns)
+        if (now := time.perf_counter()) - self.last_print > 2.0 or step >= self.final_step:
+            sps, self.last_print = step / max(self.seconds(), 1e-9), now
+            self.writer.add_scalar("charts/SPS", int(sps), step)
+            recent = f"{np.mean(self.recent):.2f} (mean of last {len(self.recent)} episodes)" if self.recent else "-"
+            print(f"step {step:,}/{self.final_step:,} ({100 * step / self.final_step:.0f}%)  return {recent}  "
+                  f"SPS {sps:,.0f}  ETA {max(self.final_step - step, 0) / sps:.0f}s", flush=True)
+        return self.stop
+
+
+@torch.inference_mode()
+def evaluate(agent: nn.Module, args: Args, device: torch.device, video_dir: str | None = None) -> list[float]:
+    """`act` above for --eval-episodes episodes on a fresh env, episode i seeded apart from training with
+    seed + 10,000 (i + 1); with video_dir, every episode is filmed there as mp4."""
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda i: True, name_prefix="eval")
+    space, returns = env.action_space, []
+    for i in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
+        done, total = False, 0.0
+        while not done:
+            action = act(agent, torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            action = int(action) if isinstance(space, gym.spaces.Discrete) else np.clip(action, space.low, space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + np.asarray(reward, dtype=np.float64), terminated or truncated  # maddpg: per agent
+        returns.append(float(np.mean(total)))
+    env.close()
+    return returns
+
+
+def load_checkpoint(args: Args) -> dict:
+    """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones."""
+    try:
+        ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
+        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
+    if (saved := ckpt["args"]["env_id"]) != args.env_id:
+        raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
+    for name in ARCHITECTURE:
+        setattr(args, name, type(getattr(args, name))(ckpt["args"][name]))
+    return ckpt
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    env = make_env(args)  # checks the spaces before anything is written
+    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
+    if args.cuda and not torch.cuda.is_available():
+        warn("--cuda given but CUDA is not available; running on CPU")
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.num_threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.torch_deterministic:  # CPU runs are deterministic anyway; this pins the GPU's kernels too
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    ckpt = load_checkpoint(args) if args.load_model else None
+    agent = make_agent(args, env).to(device)
+    env.close()
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+    run = Run(args, agent, device, target)
+
+    def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
+        if run.stop:
+            raise KeyboardInterrupt
+        run.stop = True
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    catch = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if catch else None
+    try:
+        if not args.eval_only:
+            train(args, agent, run)
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous)
+    train_seconds = run.seconds() if not args.eval_only else 0.0
+    sps = run.step / max(train_seconds, 1e-9)
+    run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
+    returns = [] if run.stop else evaluate(agent, args, device, video_dir)
+    if returns:
+        run.record_eval(run.step, train_seconds, returns)
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.pt") if args.save_model else None
+    if checkpoint:
+        torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
+    run.writer.close()
+    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
+    mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
+    words = [f"greedy eval {mean:.2f} ± {std:.2f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
+    if run.target is not None and not args.eval_only:
+        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
+    words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
+    print(f"{SCRIPT}: " + "; ".join(words), flush=True)
+    return {"algo": SCRIPT[:-3], "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
+            "eval_return_mean": mean, "eval_return_std": std, "train_seconds": round(train_seconds, 3),
+            "sps": round(sps, 1), "run_dir": run.dir, "interrupted": run.stop, "target_return": run.target,
+            "first_met_step": met[0][0] if met else None, "evals": run.evals, "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":
@@ -456,7 +526,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -1,9 +1,10 @@
 """Deep Q-Network (DQN): Q-learning with a neural network, a replay buffer and a target network.
 
-The network Q(s, a; theta) regresses on one-step TD targets computed with a frozen copy
-theta-bar (the target network) from minibatches drawn out of a replay buffer, which breaks
-the correlation between consecutive samples. Follows slides/000 ("DQN Pseudo Code",
-steps 1-18) and the DQN recipe in slides/001 ("Deep Q-Learning Algorithm"):
+The network Q(s, a; theta) regresses on one-step TD targets computed with a frozen copy theta-bar
+(the target network), on minibatches drawn from a replay buffer, which breaks the correlation
+between consecutive samples. Follows the MARL book's "Deep Reinforcement Learning" lecture
+(Albrecht, Christianos, Schäfer; slides by L. Hinckeldey), slide "DQN Pseudo Code", steps 1-18,
+with the DQN recipe of the MLMU "Reinforcement Learning" talk ("Deep Q-Learning Algorithm"):
 
     1. Initialise the value network Q with random parameters theta.
     2. Initialise the target network with theta-bar = theta.
@@ -25,8 +26,8 @@ A time-limit truncation is not terminal: the target bootstraps from the true las
 
 Examples:
     python algos/dqn.py                                  # CartPole-v1, 100k steps
-    python algos/dqn.py --env-id Acrobot-v1 --total-timesteps 200000 --cuda
-    python algos/dqn.py --loss huber --save-model
+    python algos/dqn.py --env-id Acrobot-v1 --total-timesteps 100000 --cuda
+    python algos/dqn.py --save-model, then --load-model runs/<run>/dqn.pt --eval-only --capture-video
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -54,12 +54,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    env_id: str = "CartPole-v1"
-    """gymnasium id of an env with vector observations and Discrete actions"""
-    seed: int = 1
-    """seed of torch, numpy, the env and the exploration"""
-    total_timesteps: int = 100_000
-    """training budget, in env steps"""
     learning_rate: float = 1e-3
     """Adam step size at the start"""
     anneal_lr: bool = True
@@ -90,16 +84,25 @@ class Args:
     """TD loss: MSE as on the slides, or Huber, which caps the gradient of large TD errors"""
     max_grad_norm: float = 0.0
     """clip the gradient norm to this if > 0 (off by default: it costs a third of an update on CPU)"""
+    # the run: the same knobs in every file
+    env_id: str = "CartPole-v1"
+    """gymnasium id of an env with vector observations and Discrete actions"""
+    seed: int = 1
+    """seed of torch, numpy, the env and the exploration"""
+    total_timesteps: int = 100_000
+    """training budget, in env steps"""
     eval_frequency: int = 10_000
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """greedy evaluation episodes (after training and at each periodic evaluation)"""
     target_return: float | None = None
-    """return that counts as solved, for the steps-to-threshold record (default: the env's)"""
+    """mean eval return that counts as solved (default: the env's reward_threshold)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
     cuda: bool = False
     """use the GPU if there is one"""
     torch_deterministic: bool = True
-    """ask torch for deterministic kernels"""
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
     num_threads: int = 1
     """torch CPU threads; 1 measured fastest for these small networks"""
     log_dir: str = "runs"
@@ -107,14 +110,26 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """experiment name, part of the run directory"""
     save_model: bool = False
-    """save the networks and args to {run_dir}/{exp_name}.pt"""
+    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (its --hidden-sizes are used)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-SCRIPT = os.path.basename(__file__)
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+# What this file takes, read by the run block below the marker.
+ACTION_SPACES = (gym.spaces.Discrete,)
+RANK = 1  # flat vector observations (and Box actions)
+ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
+OTHERWISE = "Use ddpg.py or ppo.py for Box actions."
+POSITIVE = ("learning_rate", "buffer_size", "tau", "batch_size", "train_frequency", "target_network_frequency",
+            "hidden_sizes")
+NON_NEGATIVE = ("learning_starts", "max_grad_norm")
+FRACTIONS = ("gamma", "tau", "start_e", "end_e", "exploration_fraction")
+RULES = {"--batch-size must be no larger than --buffer-size": lambda a: a.batch_size <= a.buffer_size}
+ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
 
 
 # ----------------------------------------------------------------------------- math
@@ -138,6 +153,12 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
             t.lerp_(s, tau)
 
 
+def q_overestimation(q_start: float, disc_return: float, discount: float, q_last: float, terminated: bool) -> float:
+    """max_a Q(s^0, a) minus what the episode delivered from s^0: sum_t gamma^t r^t, plus, when a time
+    limit cut it (not a terminal state), gamma^T max_a Q(s^T, a), which the TD target bootstraps on too."""
+    return q_start - disc_return - (0.0 if terminated else discount * q_last)
+
+
 def greedy_action(weights: list[np.ndarray], obs: np.ndarray) -> int:
     """Step 8, argmax_a Q(s, a; theta) for one state, in numpy on the network's weights: for a single
     state PyTorch's per-call overhead (~50 us here) is several times the math itself (~10 us)."""
@@ -152,7 +173,7 @@ def host_weights(net: nn.Module) -> list[np.ndarray]:
     return [p.detach().cpu().numpy() for p in net.parameters()]
 
 
-# ----------------------------------------------------------------------------- networks, buffer
+# ----------------------------------------------------------------------------- network, buffer
 class QNetwork(nn.Module):
     def __init__(self, obs_dim: int, n_actions: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
@@ -190,251 +211,296 @@ class ReplayBuffer:
         return tuple(torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays)
 
 
-# ----------------------------------------------------------------------------- set-up
-def make_env(env_id: str) -> gym.Env:
+def make_agent(args: Args, env: gym.Env) -> nn.Module:
+    return QNetwork(env.observation_space.shape[0], int(env.action_space.n), args.hidden_sizes)  # [DQN 1] theta
+
+
+def act(q_net: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The greedy policy, for evaluation: argmax_a Q(s, a; theta)."""
+    return q_net(obs).argmax(-1)
+
+
+# ----------------------------------------------------------------------------- training
+def train(args: Args, q_net: nn.Module, run: Run) -> None:
+    env, device, rng = make_env(args), run.device, np.random.default_rng(args.seed)
+    target_net = QNetwork(env.observation_space.shape[0], int(env.action_space.n), args.hidden_sizes).to(device)
+    target_net.load_state_dict(q_net.state_dict())  # [DQN 2] theta-bar = theta
+    # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
+    rb = ReplayBuffer(args.buffer_size, env.observation_space.shape[0], device)  # [DQN 3] empty D
+    weights = host_weights(q_net)
+
+    def max_q(o: np.ndarray) -> float:
+        with torch.inference_mode():
+            return float(q_net(torch.as_tensor(o, dtype=torch.float32, device=device)).max())
+
+    decay_steps = args.exploration_fraction * args.total_timesteps
+    obs, _ = env.reset(seed=args.seed)
+    env.action_space.seed(args.seed)
+    q_start, disc_return, discount, ep_return, ep_len = max_q(obs), 0.0, 1.0, 0.0, 0
+    for global_step in range(1, args.total_timesteps + 1):  # [DQN 4-5] episodes and steps, flattened
+        # [DQN 6-8] observe s^t; epsilon-greedy action (the network runs only when it is needed)
+        epsilon = linear_schedule(args.start_e, args.end_e, decay_steps, global_step)
+        action = int(rng.integers(env.action_space.n)) if rng.random() < epsilon else greedy_action(weights, obs)
+        # [DQN 9] apply a^t, observe r^t and s^{t+1}
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        # [DQN 10] store the transition; s^{t+1} is the true last state even when truncated
+        rb.add(obs, action, float(reward), next_obs, terminated)
+        ep_return, ep_len = ep_return + float(reward), ep_len + 1
+        disc_return, discount = disc_return + discount * float(reward), discount * args.gamma
+        obs = next_obs
+        if terminated or truncated:
+            run.log_episode(global_step, ep_return, ep_len)
+            bias = q_overestimation(q_start, disc_return, discount, 0.0 if terminated else max_q(obs), terminated)
+            run.writer.add_scalar("charts/q_overestimation", bias, global_step)
+            run.writer.add_scalar("charts/epsilon", epsilon, global_step)
+            obs, _ = env.reset()
+            q_start, disc_return, discount, ep_return, ep_len = max_q(obs), 0.0, 1.0, 0.0, 0
+
+        if global_step > args.learning_starts and global_step % args.train_frequency == 0:
+            if args.anneal_lr:
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - (global_step - 1) / args.total_timesteps)
+            # [DQN 11] random minibatch of B transitions
+            b_obs, b_actions, b_rewards, b_next_obs, b_terminated = rb.sample(args.batch_size, rng)
+            # [DQN 12-15] TD targets from the target network
+            with torch.no_grad():
+                y = td_target(b_rewards, target_net(b_next_obs), b_terminated, args.gamma)
+            q_sa = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
+            # [DQN 16] loss over the minibatch
+            loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
+            # [DQN 17] one Adam step on theta
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(q_net.parameters(), args.max_grad_norm, foreach=True)
+            optimizer.step()
+            weights = host_weights(q_net)  # the acting copy (free on the CPU: the same memory)
+            if global_step % 100 < args.train_frequency:  # log now and then: .item() syncs with the device
+                run.writer.add_scalar("losses/td_loss", loss.item(), global_step)
+                run.writer.add_scalar("losses/q_values", q_sa.mean().item(), global_step)
+        # [DQN 18] in a set interval, update theta-bar
+        if global_step > args.learning_starts and global_step % args.target_network_frequency == 0:
+            soft_update(target_net, q_net, args.tau)
+        if run.tick(global_step):
+            break
+    env.close()
+
+
+# ====================================================================== run block: the same in every deep file
+# Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
+# test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
+# checkpoints, Ctrl-C and the summary. It reads the data above (ACTION_SPACES, POSITIVE, ...) and calls
+# make_agent, act and train. A reader of the slides can stop here.
+SCRIPT = os.path.basename(__file__)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def warn(message: str) -> None:
+    print(f"{SCRIPT}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
+    """The env by id, checked against what this file takes, with a time limit if it has none."""
     try:
-        env = gym.make(env_id)
+        if ENV_MAKERS and args.env_id not in ENV_MAKERS:
+            raise gym.error.Error(f"{SCRIPT} runs {', '.join(ENV_MAKERS)}")
+        make = ENV_MAKERS.get(args.env_id, lambda args, render_mode: gym.make(args.env_id, render_mode=render_mode))
+        env = make(args, render_mode)
+    except gym.error.DependencyNotInstalled as e:  # a registered env whose extra is missing (box2d, mujoco)
+        raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
     except gym.error.Error as e:
-        raise UsageError(f"unknown env id {env_id!r} ({e}). Try CartPole-v1, Acrobot-v1 or MountainCar-v0.") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"unknown env id {args.env_id!r} ({e}).") from None
+    obs, act, problem = env.observation_space, env.action_space, ""
+    if not isinstance(act, ACTION_SPACES) or (isinstance(act, gym.spaces.Box) and len(act.shape) != RANK):
+        kinds = " or ".join((f"{RANK}-D " if t is gym.spaces.Box else "") + t.__name__ for t in ACTION_SPACES)
+        problem = f"{SCRIPT} needs a {kinds} action space; {args.env_id} has {act}. {OTHERWISE}"
+    elif not isinstance(obs, gym.spaces.Box) or len(obs.shape) != RANK:
+        hint = "Use tabular_q.py for Discrete observations." if isinstance(obs, gym.spaces.Discrete) else ""
+        hint = "Images need a convolutional network, which this file lacks." if len(obs.shape) > RANK + 1 else hint
+        problem = f"{SCRIPT} takes vector observations (a Box of rank {RANK}); {args.env_id} has {obs}. {hint}"
+    if problem:
         env.close()
-        raise UsageError(
-            f"{SCRIPT} needs a Discrete action space; {env_id} has {env.action_space}. Use ddpg.py or ppo.py."
-        )
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        env.close()
-        raise UsageError(
-            f"{SCRIPT} needs flat Box (vector) observations; {env_id} has {env.observation_space}. "
-            "Use tabular_q.py for Discrete observations."
-        )
+        raise UsageError(problem.strip())
+    if env.spec is None or env.spec.max_episode_steps is None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=args.max_episode_steps)
     return env
 
 
 def check_args(args: Args) -> None:
-    positive = (
-        "total_timesteps",
-        "learning_rate",
-        "buffer_size",
-        "batch_size",
-        "train_frequency",
-        "target_network_frequency",
-        "eval_episodes",
-        "num_threads",
-    )
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    if args.batch_size > args.buffer_size:
-        raise UsageError(
-            f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; "
-            "use a batch no larger than the buffer."
-        )
-    if not 0.0 < args.tau <= 1.0 or not 0.0 <= args.gamma <= 1.0:
-        raise UsageError(f"--tau must lie in (0, 1] and --gamma in [0, 1]; got {args.tau} and {args.gamma}.")
-    if min(args.hidden_sizes, default=1) <= 0 or min(args.learning_starts, args.eval_frequency, args.max_grad_norm) < 0:
-        raise UsageError("--hidden-sizes must be positive; --learning-starts, --eval-frequency, --max-grad-norm >= 0.")
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
+    for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
+        values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
+        if name in FRACTIONS and not all(0.0 <= v <= 1.0 for v in values):
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}.")
+        if any(v <= 0 for v in values) if name in positive else any(v < 0 for v in values):
+            need = "positive" if name in positive else ">= 0"
+            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {getattr(args, name)}.")
+    rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only}
+    for message, holds in rules.items():
+        if not holds(args):
+            raise UsageError(message + ".")
 
 
-def new_run_dir(args: Args) -> str:
-    stamp = int(time.time())
-    while True:  # never reuse a directory: bump the stamp until the name is free
-        path = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}")
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            stamp += 1
+class Run:
+    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
+    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
+
+    def __init__(self, args: Args, agent: nn.Module, device: torch.device, target: float | None) -> None:
+        self.args, self.agent, self.device, self.target = args, agent, device, target
+        stamp = int(time.time())
+        while True:  # never reuse a run directory: makedirs fails if another run holds the name
+            try:
+                os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
+                break
+            except FileExistsError:
+                stamp += 1
+        self.dir, self.writer = name, SummaryWriter(name)
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.final_step, self.step, self.stop, self.next_eval = args.total_timesteps, 0, False, args.eval_frequency
+        self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
+        self.start = self.last_print = time.perf_counter()
+        print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
+        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
+            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
+
+    def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
+        if steps != self.args.total_timesteps:
+            warn(f"training {steps:,} steps, not --total-timesteps {self.args.total_timesteps:,}: {why}")
+        self.final_step = steps
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def log_episode(self, step: int, episodic_return: float, length: int) -> None:
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", length, step)
+        self.recent.append(float(episodic_return))
+
+    def record_eval(self, step: int, seconds: float, returns: list[float]) -> None:
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.writer.add_scalar("eval/episodic_return", mean, step)
+        self.evals.append([step, round(seconds, 3), mean, std])
+        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
+        print(f"eval at step {step:,}: {mean:.2f} ± {std:.2f} over {len(returns)} episodes{met}", flush=True)
+
+    def tick(self, step: int) -> bool:
+        """The end of a pass of the loop at env step `step`: evaluate when due, print progress every 2 s.
+        True once Ctrl-C was pressed: the loop then breaks, where no step is half done."""
+        self.step = step
+        if self.next_eval and self.final_step > step >= self.next_eval:
+            self.next_eval += self.args.eval_frequency
+            t0 = time.perf_counter()
+            returns = evaluate(self.agent, self.args, self.device)
+            self.eval_seconds += time.perf_counter() - t0
+            self.record_eval(step, self.seconds(), returns)
+        if (now := time.perf_counter()) - self.last_print > 2.0 or step >= self.final_step:
+            sps, self.last_print = step / max(self.seconds(), 1e-9), now
+            self.writer.add_scalar("charts/SPS", int(sps), step)
+            recent = f"{np.mean(self.recent):.2f} (mean of last {len(self.recent)} episodes)" if self.recent else "-"
+            print(f"step {step:,}/{self.final_step:,} ({100 * step / self.final_step:.0f}%)  return {recent}  "
+                  f"SPS {sps:,.0f}  ETA {max(self.final_step - step, 0) / sps:.0f}s", flush=True)
+        return self.stop
 
 
 @torch.inference_mode()
-def evaluate(q_net: QNetwork, args: Args, device: torch.device) -> list[float]:
-    """Greedy policy on a fresh env; episode i is seeded apart from training."""
-    env = make_env(args.env_id)
-    returns = []
+def evaluate(agent: nn.Module, args: Args, device: torch.device, video_dir: str | None = None) -> list[float]:
+    """`act` above for --eval-episodes episodes on a fresh env, episode i seeded apart from training with
+    seed + 10,000 (i + 1); with video_dir, every episode is filmed there as mp4."""
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda i: True, name_prefix="eval")
+    space, returns = env.action_space, []
     for i in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
         done, total = False, 0.0
         while not done:
-            action = int(q_net(torch.as_tensor(obs, dtype=torch.float32, device=device)).argmax())
-            obs, r, terminated, truncated, _ = env.step(action)
-            total += float(r)
-            done = terminated or truncated
-        returns.append(total)
+            action = act(agent, torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            action = int(action) if isinstance(space, gym.spaces.Discrete) else np.clip(action, space.low, space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + np.asarray(reward, dtype=np.float64), terminated or truncated  # maddpg: per agent
+        returns.append(float(np.mean(total)))
     env.close()
     return returns
 
 
-@contextmanager
-def ctrl_c_stops() -> Iterator[list[bool]]:
-    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
-    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
-    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
-    pressed: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        pressed.append(True)
-        if len(pressed) > 1:
-            raise KeyboardInterrupt
-
-    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
-    install = (
-        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    )
-    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+def load_checkpoint(args: Args) -> dict:
+    """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones."""
     try:
-        yield pressed
-    finally:
-        if install:
-            signal.signal(signal.SIGINT, previous)
+        ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
+        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
+    if (saved := ckpt["args"]["env_id"]) != args.env_id:
+        raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
+    for name in ARCHITECTURE:
+        setattr(args, name, type(getattr(args, name))(ckpt["args"][name]))
+    return ckpt
 
 
-# ----------------------------------------------------------------------------- main
 def main(args: Args) -> dict:
     check_args(args)
-    env = make_env(args.env_id)
+    env = make_env(args)  # checks the spaces before anything is written
+    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
     if args.cuda and not torch.cuda.is_available():
-        print(f"{SCRIPT}: warning: --cuda given but CUDA is not available; running on CPU", file=sys.stderr)
+        warn("--cuda given but CUDA is not available; running on CPU")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.torch_deterministic:  # CPU runs are deterministic anyway; this pins the GPU's kernels too
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    rng = np.random.default_rng(args.seed)
-    target_return = (
-        args.target_return if args.target_return is not None else (env.spec.reward_threshold if env.spec else None)
-    )
-    run_dir = new_run_dir(args)
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-
-    obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
-    q_net = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)  # [DQN 1] random theta
-    target_net = QNetwork(obs_dim, n_actions, args.hidden_sizes).to(device)
-    target_net.load_state_dict(q_net.state_dict())  # [DQN 2] theta-bar = theta
-    # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
-    rb = ReplayBuffer(args.buffer_size, obs_dim, device)  # [DQN 3] empty D
-    weights = host_weights(q_net)
-
-    def episode_start(o: np.ndarray) -> float:
-        """max_a Q(s^0, a): the value the network promises from the episode's first state."""
-        with torch.inference_mode():
-            return float(q_net(torch.as_tensor(o, dtype=torch.float32, device=device)).max())
-
-    obs, _ = env.reset(seed=args.seed)
-    env.action_space.seed(args.seed)
-    q_start, disc_return, discount = episode_start(obs), 0.0, 1.0
-    ep_return, ep_len, recent = 0.0, 0, []
-    solved_step = solved_seconds = None
-    eval_seconds, global_step = 0.0, 0
-    start = last_print = time.perf_counter()
-    with ctrl_c_stops() as stop:
-        for global_step in range(1, args.total_timesteps + 1):  # [DQN 4-5] episodes and steps, flattened
-            # [DQN 6-8] observe s^t; epsilon-greedy action (the network runs only when it is needed)
-            epsilon = linear_schedule(
-                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
-            )
-            action = int(rng.integers(n_actions)) if rng.random() < epsilon else greedy_action(weights, obs)
-            # [DQN 9] apply a^t, observe r^t and s^{t+1}
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            # [DQN 10] store the transition; s^{t+1} is the true last state even when truncated
-            rb.add(obs, action, float(reward), next_obs, terminated)
-            ep_return += float(reward)
-            disc_return += discount * float(reward)
-            discount *= args.gamma
-            ep_len += 1
-            obs = next_obs
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", ep_return, global_step)
-                writer.add_scalar("charts/episodic_length", ep_len, global_step)
-                writer.add_scalar("charts/q_overestimation", q_start - disc_return, global_step)
-                writer.add_scalar("charts/epsilon", epsilon, global_step)
-                recent = (recent + [ep_return])[-20:]
-                obs, _ = env.reset()
-                q_start, disc_return, discount, ep_return, ep_len = episode_start(obs), 0.0, 1.0, 0.0, 0
-
-            if global_step > args.learning_starts and global_step % args.train_frequency == 0:
-                if args.anneal_lr:
-                    optimizer.param_groups[0]["lr"] = args.learning_rate * (
-                        1.0 - (global_step - 1) / args.total_timesteps
-                    )
-                # [DQN 11] random minibatch of B transitions
-                b_obs, b_actions, b_rewards, b_next_obs, b_terminated = rb.sample(args.batch_size, rng)
-                # [DQN 12-15] TD targets from the target network
-                with torch.no_grad():
-                    y = td_target(b_rewards, target_net(b_next_obs), b_terminated, args.gamma)
-                q_sa = q_net(b_obs).gather(1, b_actions.unsqueeze(1)).squeeze(1)
-                # [DQN 16] loss over the minibatch
-                loss = F.mse_loss(q_sa, y) if args.loss == "mse" else F.smooth_l1_loss(q_sa, y)
-                # [DQN 17] one Adam step on theta
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if args.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(q_net.parameters(), args.max_grad_norm, foreach=True)
-                optimizer.step()
-                weights = host_weights(q_net)  # the acting copy (free on the CPU: the same memory)
-                if global_step % 100 < args.train_frequency:  # log now and then: .item() syncs with the device
-                    writer.add_scalar("losses/td_loss", loss.item(), global_step)
-                    writer.add_scalar("losses/q_values", q_sa.mean().item(), global_step)
-            # [DQN 18] in a set interval, update theta-bar
-            if global_step > args.learning_starts and global_step % args.target_network_frequency == 0:
-                soft_update(target_net, q_net, args.tau)
-
-            if args.eval_frequency and global_step % args.eval_frequency == 0 and global_step < args.total_timesteps:
-                t0 = time.perf_counter()
-                mean_eval = float(np.mean(evaluate(q_net, args, device)))
-                eval_seconds += time.perf_counter() - t0
-                writer.add_scalar("eval/episodic_return", mean_eval, global_step)
-                if solved_step is None and target_return is not None and mean_eval >= target_return:
-                    solved_step, solved_seconds = global_step, time.perf_counter() - start - eval_seconds
-            now = time.perf_counter()
-            if now - last_print > 2.0 or global_step == args.total_timesteps:
-                sps = global_step / (now - start - eval_seconds)
-                writer.add_scalar("charts/SPS", int(sps), global_step)
-                print(
-                    f"step {global_step}/{args.total_timesteps} ({100 * global_step / args.total_timesteps:.0f}%) "
-                    f"return(20) {np.mean(recent) if recent else float('nan'):.1f} SPS {sps:.0f} "
-                    f"ETA {(args.total_timesteps - global_step) / sps:.0f}s",
-                    flush=True,
-                )
-                last_print = now
-            if stop:  # Ctrl-C: leave here, where no step is half done
-                break
-    interrupted = bool(stop)
-    train_seconds = time.perf_counter() - start - eval_seconds
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    ckpt = load_checkpoint(args) if args.load_model else None
+    agent = make_agent(args, env).to(device)
     env.close()
-    sps = global_step / max(train_seconds, 1e-9)
-    writer.add_scalar("charts/SPS", int(sps), global_step)
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+    run = Run(args, agent, device, target)
 
-    eval_returns = [] if interrupted else evaluate(q_net, args, device)
-    if eval_returns:
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-        if solved_step is None and target_return is not None and np.mean(eval_returns) >= target_return:
-            solved_step, solved_seconds = global_step, train_seconds
-    if args.save_model:
-        torch.save(
-            {"q_network": q_net.state_dict(), "target_network": target_net.state_dict(), "args": asdict(args)},
-            os.path.join(run_dir, f"{args.exp_name}.pt"),
-        )
-    writer.close()
-    return {
-        "algo": SCRIPT[:-3],
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "total_timesteps": global_step,
-        "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "train_seconds": round(train_seconds, 3),
-        "sps": round(sps, 1),
-        "run_dir": run_dir,
-        "interrupted": interrupted,
-        "target_return": target_return,
-        "solved_step": solved_step,
-        "solved_seconds": None if solved_seconds is None else round(solved_seconds, 3),
-    }
+    def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
+        if run.stop:
+            raise KeyboardInterrupt
+        run.stop = True
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    catch = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if catch else None
+    try:
+        if not args.eval_only:
+            train(args, agent, run)
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous)
+    train_seconds = run.seconds() if not args.eval_only else 0.0
+    sps = run.step / max(train_seconds, 1e-9)
+    run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
+    returns = [] if run.stop else evaluate(agent, args, device, video_dir)
+    if returns:
+        run.record_eval(run.step, train_seconds, returns)
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.pt") if args.save_model else None
+    if checkpoint:
+        torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
+    run.writer.close()
+    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
+    mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
+    words = [f"greedy eval {mean:.2f} ± {std:.2f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
+    if run.target is not None and not args.eval_only:
+        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
+    words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
+    print(f"{SCRIPT}: " + "; ".join(words), flush=True)
+    return {"algo": SCRIPT[:-3], "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
+            "eval_return_mean": mean, "eval_return_std": std, "train_seconds": round(train_seconds, 3),
+            "sps": round(sps, 1), "run_dir": run.dir, "interrupted": run.stop, "target_return": run.target,
+            "first_met_step": met[0][0] if met else None, "evals": run.evals, "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":
@@ -443,7 +509,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -3,9 +3,9 @@
 Each agent i has its own deterministic actor mu_i(o_i), which sees only its own observation,
 and its own critic Q_i(x, a_1, ..., a_n), which sees every agent's observation x and action.
 Because the critic conditions on all actions, the environment looks stationary to it even as
-the other agents' policies change. Follows slides/001 ("Implementing MADDPG": centralised
-critics over all observations and actions, decentralised actors) on top of DDPG (same deck).
-Steps, in our own numbering:
+the other agents' policies change. Follows the MLMU "Reinforcement Learning" talk (parts I-III),
+slides "Implementing MADDPG" (centralised critics over all observations and actions, decentralised
+actors) on top of its DDPG agent. Steps, in our own numbering:
 
     1. Initialise, per agent, actor mu_i, critic Q_i, their targets, and one replay buffer
        holding joint transitions (o_1..o_n, a_1..a_n, r_1..r_n, o'_1..o'_n).
@@ -21,12 +21,15 @@ Steps, in our own numbering:
 
 All agents' networks are evaluated together as batched ("ensemble") layers, one matrix product
 per layer for all n agents; agents with smaller observations or actions are zero-padded to the
-largest. Every MPE episode ends by truncation after --max-cycles steps: targets bootstrap.
+largest. Every MPE episode ends by truncation after --max-cycles steps: targets bootstrap. The
+PettingZoo env is wrapped as one gymnasium env of joint (agents x features) arrays, so evaluation,
+video and checkpoints below the marker are the same code as in the single-agent files.
 
 Examples:
     python algos/maddpg.py                                    # simple_spread_v3, 3 agents
     python algos/maddpg.py --env-id simple_speaker_listener_v4 --cuda
     python algos/maddpg.py --env-id simple_tag_v3 --total-timesteps 500000
+    python algos/maddpg.py --save-model, then --load-model runs/<run>/maddpg.pt --eval-only --capture-video
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import asdict, dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -51,22 +54,9 @@ import tyro
 from mpe2 import simple_adversary_v3, simple_speaker_listener_v4, simple_spread_v3, simple_tag_v3
 from torch.utils.tensorboard import SummaryWriter
 
-ENVS = {
-    "simple_spread_v3": simple_spread_v3,
-    "simple_adversary_v3": simple_adversary_v3,
-    "simple_speaker_listener_v4": simple_speaker_listener_v4,
-    "simple_tag_v3": simple_tag_v3,
-}
-
 
 @dataclass
 class Args:
-    env_id: str = "simple_spread_v3"
-    """MPE env from mpe2: simple_spread_v3, simple_adversary_v3, simple_speaker_listener_v4, simple_tag_v3"""
-    seed: int = 1
-    """seed of torch, numpy, the env and the noise"""
-    total_timesteps: int = 300_000
-    """training budget, in joint env steps"""
     max_cycles: int = 25
     """episode length of the MPE env (every episode ends by truncation)"""
     local_ratio: float = 0.5
@@ -89,16 +79,25 @@ class Args:
     """std of the Gaussian noise added to the actions (the action range is [0, 1])"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden ReLU layers of every actor and critic"""
+    # the run: the same knobs in every file
+    env_id: str = "simple_spread_v3"
+    """MPE env from mpe2: simple_spread_v3, simple_adversary_v3, simple_speaker_listener_v4, simple_tag_v3"""
+    seed: int = 1
+    """seed of torch, numpy, the env and the noise"""
+    total_timesteps: int = 300_000
+    """training budget, in joint env steps"""
     eval_frequency: int = 30_000
-    """joint steps between periodic greedy evaluations (0: only at the end)"""
+    """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 100
-    """evaluation episodes with noise-free actors"""
-    target_return: float | None = -17.0
-    """per-agent return that counts as solved, for the steps-to-threshold record"""
+    """evaluation episodes with noise-free actors (returns are per agent: the mean over agents)"""
+    target_return: float | None = None
+    """mean per-agent eval return that counts as solved (default: -17 on simple_spread_v3, else none)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
     cuda: bool = False
     """use the GPU if there is one"""
     torch_deterministic: bool = True
-    """ask torch for deterministic kernels"""
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
     num_threads: int = 1
     """torch CPU threads; 1 measured fastest for these small networks"""
     log_dir: str = "runs"
@@ -106,14 +105,84 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """experiment name, part of the run directory"""
     save_model: bool = False
-    """save the networks and args to {run_dir}/{exp_name}.pt"""
+    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (its --hidden-sizes, --max-cycles and --local-ratio)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-SCRIPT = os.path.basename(__file__)
+
+class JointEnv(gym.Env):
+    """A PettingZoo parallel MPE env as one gymnasium env: observations (agents, obs_dim) and actions
+    (agents, act_dim) zero-padded to the largest agent, one reward per agent, and the episode over
+    when every agent is done (in MPE: truncation after --max-cycles steps)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, env, args: Args, render_mode: str | None, target: float | None) -> None:  # noqa: ANN001
+        self.env, self.render_mode = env, render_mode
+        self.agent_names = list(env.possible_agents)
+        self.obs_dims = [env.observation_space(a).shape[0] for a in self.agent_names]
+        self.act_dims = [env.action_space(a).shape[0] for a in self.agent_names]
+        n, obs_dim, act_dim = len(self.agent_names), max(self.obs_dims), max(self.act_dims)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n, obs_dim), np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (n, act_dim), np.float32)
+        spec = gym.envs.registration.EnvSpec  # the target return and time limit, where the run block looks
+        self.spec = spec(args.env_id, reward_threshold=target, max_episode_steps=args.max_cycles)
+
+    def pack(self, d: dict) -> np.ndarray:
+        out = np.zeros(self.observation_space.shape, dtype=np.float32)
+        for i, a in enumerate(self.agent_names):
+            out[i, : self.obs_dims[i]] = d[a]
+        return out
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        obs, _ = self.env.reset(seed=seed)
+        return self.pack(obs), {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool, dict]:
+        named = enumerate(zip(self.agent_names, self.act_dims, strict=True))
+        obs, rew, term, _, _ = self.env.step({a: actions[i, :d] for i, (a, d) in named})
+        rewards = np.array([rew[a] for a in self.agent_names], dtype=np.float32)
+        terminated = np.array([term[a] for a in self.agent_names], dtype=np.float32)
+        over, all_terminal = not self.env.agents, bool(terminated.all())
+        info = {"terminated": terminated}  # per agent, for the replay buffer
+        return self.pack(obs), rewards, over and all_terminal, over and not all_terminal, info
+
+    def render(self) -> np.ndarray:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+def mpe(module, **kwargs):  # noqa: ANN001, ANN201
+    def make(args: Args, render_mode: str | None) -> JointEnv:
+        extra = {k: getattr(args, v) for k, v in kwargs.items()}
+        env = module.parallel_env(max_cycles=args.max_cycles, continuous_actions=True, render_mode=render_mode, **extra)
+        return JointEnv(env, args, render_mode, -17.0 if module is simple_spread_v3 else None)
+
+    return make
+
+
+# What this file takes, read by the run block below the marker.
+ACTION_SPACES = (gym.spaces.Box,)
+RANK = 2  # (agents, features) observations and actions
+ENV_MAKERS = {
+    "simple_spread_v3": mpe(simple_spread_v3, local_ratio="local_ratio"),
+    "simple_adversary_v3": mpe(simple_adversary_v3),
+    "simple_speaker_listener_v4": mpe(simple_speaker_listener_v4),
+    "simple_tag_v3": mpe(simple_tag_v3),
+}
+OTHERWISE = ""
+POSITIVE = ("max_cycles", "learning_rate", "buffer_size", "tau", "batch_size", "train_frequency", "hidden_sizes")
+NON_NEGATIVE = ("learning_starts", "exploration_noise")
+FRACTIONS = ("gamma", "tau", "local_ratio")
+RULES = {"--batch-size must be no larger than --buffer-size": lambda a: a.batch_size <= a.buffer_size}
+ARCHITECTURE = ("hidden_sizes", "max_cycles", "local_ratio")  # taken from the checkpoint with --load-model
 
 
 # ----------------------------------------------------------------------------- math
@@ -218,149 +287,36 @@ class ReplayBuffer:
         return tuple(torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays)
 
 
-# ----------------------------------------------------------------------------- set-up
-def make_env(args: Args):  # noqa: ANN201 (a PettingZoo ParallelEnv)
-    if args.env_id not in ENVS:
-        raise UsageError(f"unknown env id {args.env_id!r}; {SCRIPT} supports {', '.join(ENVS)}.")
-    kwargs = {"max_cycles": args.max_cycles, "continuous_actions": True}
-    if args.env_id == "simple_spread_v3":
-        kwargs |= {"N": 3, "local_ratio": args.local_ratio}
-    return ENVS[args.env_id].parallel_env(**kwargs)
+class Agent(nn.Module):
+    """Every agent's actor and critic: what a checkpoint holds."""
+
+    def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: tuple[int, ...], act_mask: torch.Tensor) -> None:
+        super().__init__()
+        self.actors = Actors(n, obs_dim, act_dim, hidden, act_mask)
+        self.critics = Critics(n, obs_dim, act_dim, hidden)
 
 
-def check_args(args: Args) -> None:
-    positive = (
-        "total_timesteps",
-        "max_cycles",
-        "learning_rate",
-        "buffer_size",
-        "batch_size",
-        "train_frequency",
-        "eval_episodes",
-        "num_threads",
-    )
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    if args.batch_size > args.buffer_size:
-        raise UsageError(
-            f"--batch-size {args.batch_size} is larger than --buffer-size {args.buffer_size}; "
-            "use a batch no larger than the buffer."
-        )
-    if not 0.0 <= args.tau <= 1.0 or not 0.0 <= args.gamma <= 1.0 or not 0.0 <= args.local_ratio <= 1.0:
-        raise UsageError("--tau, --gamma and --local-ratio must lie in [0, 1].")
-    if min(args.hidden_sizes, default=1) <= 0 or min(args.learning_starts, args.eval_frequency) < 0:
-        raise UsageError("--hidden-sizes must be positive; --learning-starts and --eval-frequency >= 0.")
-    if args.exploration_noise < 0:
-        raise UsageError(f"--exploration-noise must be >= 0, got {args.exploration_noise}.")
-
-
-def new_run_dir(args: Args) -> str:
-    stamp = int(time.time())
-    while True:  # never reuse a directory: bump the stamp until the name is free
-        path = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}")
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            stamp += 1
-
-
-class Joint:
-    """Packs a ParallelEnv's per-agent dicts into padded arrays and back."""
-
-    def __init__(self, env, agents: list[str]) -> None:  # noqa: ANN001
-        self.agents = agents
-        self.obs_dims = [env.observation_space(a).shape[0] for a in agents]
-        self.act_dims = [env.action_space(a).shape[0] for a in agents]
-        self.obs_dim, self.act_dim = max(self.obs_dims), max(self.act_dims)
-
-    def obs(self, d: dict) -> np.ndarray:
-        out = np.zeros((len(self.agents), self.obs_dim), dtype=np.float32)
-        for i, a in enumerate(self.agents):
-            out[i, : self.obs_dims[i]] = d[a]
-        return out
-
-    def actions(self, acts: np.ndarray) -> dict:
-        return {a: acts[i, : self.act_dims[i]] for i, a in enumerate(self.agents)}
-
-    def per_agent(self, d: dict) -> np.ndarray:
-        return np.array([d[a] for a in self.agents], dtype=np.float32)
-
-
-@torch.inference_mode()
-def evaluate(actors: Actors, args: Args, device: torch.device) -> list[float]:
-    """Noise-free actors on a fresh env; returns each episode's mean per-agent return."""
-    env = make_env(args)
-    env.reset(seed=args.seed + 10_000)
-    joint = Joint(env, list(env.possible_agents))
-    returns = []
-    for i in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
-        total = np.zeros(len(joint.agents))
-        while env.agents:
-            o = torch.as_tensor(joint.obs(obs), device=device).unsqueeze(0)
-            acts = actors(o)[0].cpu().numpy()
-            obs, rew, _, _, _ = env.step(joint.actions(acts))
-            total += joint.per_agent(rew)
-        returns.append(float(total.mean()))
-    env.close()
-    return returns
-
-
-@contextmanager
-def ctrl_c_stops() -> Iterator[list[bool]]:
-    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
-    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
-    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
-    pressed: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        pressed.append(True)
-        if len(pressed) > 1:
-            raise KeyboardInterrupt
-
-    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
-    install = (
-        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    )
-    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
-    try:
-        yield pressed
-    finally:
-        if install:
-            signal.signal(signal.SIGINT, previous)
-
-
-# ----------------------------------------------------------------------------- main
-def main(args: Args) -> dict:
-    check_args(args)
-    env = make_env(args)
-    if args.cuda and not torch.cuda.is_available():
-        print(f"{SCRIPT}: warning: --cuda given but CUDA is not available; running on CPU", file=sys.stderr)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(args.num_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    rng = np.random.default_rng(args.seed)
-    run_dir = new_run_dir(args)
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-
-    obs_dict, _ = env.reset(seed=args.seed)
-    joint = Joint(env, list(env.possible_agents))
-    n, obs_dim, act_dim = len(joint.agents), joint.obs_dim, joint.act_dim
-    act_mask = torch.zeros(n, act_dim)
-    for i, d in enumerate(joint.act_dims):
+def make_agent(args: Args, env: gym.Env) -> nn.Module:
+    n, obs_dim = env.observation_space.shape
+    act_dim = env.action_space.shape[1]
+    act_mask = torch.zeros(n, act_dim)  # 1 where an agent's action has that dimension
+    for i, d in enumerate(env.unwrapped.act_dims):
         act_mask[i, :d] = 1.0
-    # [MADDPG 1] actors, critics, their targets, one joint buffer
-    actors = Actors(n, obs_dim, act_dim, args.hidden_sizes, act_mask).to(device)
-    critics = Critics(n, obs_dim, act_dim, args.hidden_sizes).to(device)
-    actors_target = Actors(n, obs_dim, act_dim, args.hidden_sizes, act_mask).to(device)
+    return Agent(n, obs_dim, act_dim, args.hidden_sizes, act_mask)  # [MADDPG 1] actors and critics
+
+
+def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The noise-free actors, for evaluation: a_i = mu_i(o_i) for every agent."""
+    return agent.actors(obs.unsqueeze(0))[0]
+
+
+# ----------------------------------------------------------------------------- training
+def train(args: Args, agent: nn.Module, run: Run) -> None:
+    env, device, rng = make_env(args), run.device, np.random.default_rng(args.seed)
+    actors, critics = agent.actors, agent.critics
+    (n, obs_dim), act_dim = env.observation_space.shape, env.action_space.shape[1]
+    # [MADDPG 1] target copies of every actor and critic, one joint buffer
+    actors_target = Actors(n, obs_dim, act_dim, args.hidden_sizes, actors.act_mask.squeeze(1).cpu()).to(device)
     critics_target = Critics(n, obs_dim, act_dim, args.hidden_sizes).to(device)
     actors_target.load_state_dict(actors.state_dict())
     critics_target.load_state_dict(critics.state_dict())
@@ -368,129 +324,279 @@ def main(args: Args) -> dict:
     actor_opt = torch.optim.Adam(actors.parameters(), lr=args.learning_rate, fused=True)
     critic_opt = torch.optim.Adam(critics.parameters(), lr=args.learning_rate, fused=True)
     rb = ReplayBuffer(args.buffer_size, n, obs_dim, act_dim, device)
-    mask_np = act_mask.numpy()
+    mask_np = actors.act_mask.squeeze(1).cpu().numpy()
 
-    obs = joint.obs(obs_dict)
-    ep_return, ep_len, recent = np.zeros(n), 0, []
-    solved_step = solved_seconds = None
-    eval_seconds, global_step = 0.0, 0
-    start = last_print = time.perf_counter()
-    with ctrl_c_stops() as stop:
-        for global_step in range(1, args.total_timesteps + 1):
-            # [MADDPG 2] every agent acts on its own observation, plus noise, inside [0, 1]
-            if global_step <= args.learning_starts:
-                acts = rng.random((n, act_dim), dtype=np.float32)
-            else:
-                with torch.inference_mode():
-                    acts = actors(torch.as_tensor(obs, device=device).unsqueeze(0))[0].cpu().numpy()
-                acts = acts + rng.normal(0.0, args.exploration_noise, acts.shape).astype(np.float32)
-            acts = np.clip(acts, 0.0, 1.0) * mask_np
-            # [MADDPG 3] apply the joint action, store the joint transition
-            next_dict, rew, term, trunc, _ = env.step(joint.actions(acts))
-            rewards, terminated = joint.per_agent(rew), joint.per_agent(term)
-            next_obs = joint.obs(next_dict)
-            rb.add(obs, acts, rewards, next_obs, terminated)
-            ep_return += rewards
-            ep_len += 1
-            obs = next_obs
-            if not env.agents:  # the episode is over for everyone (MPE: truncation after max_cycles)
-                writer.add_scalar("charts/episodic_return", ep_return.mean(), global_step)
-                writer.add_scalar("charts/team_return", ep_return.sum(), global_step)
-                for name, ret in zip(joint.agents, ep_return, strict=True):
-                    writer.add_scalar(f"charts/agent_return/{name}", ret, global_step)
-                writer.add_scalar("charts/episodic_length", ep_len, global_step)
-                recent = (recent + [float(ep_return.mean())])[-100:]
-                obs_dict, _ = env.reset()
-                obs = joint.obs(obs_dict)
-                ep_return, ep_len = np.zeros(n), 0
+    obs, _ = env.reset(seed=args.seed)
+    ep_return, ep_len = np.zeros(n), 0
+    for global_step in range(1, args.total_timesteps + 1):
+        # [MADDPG 2] every agent acts on its own observation, plus noise, inside [0, 1]
+        if global_step <= args.learning_starts:
+            acts = rng.random((n, act_dim), dtype=np.float32)
+        else:
+            with torch.inference_mode():
+                acts = actors(torch.as_tensor(obs, device=device).unsqueeze(0))[0].cpu().numpy()
+            acts = acts + rng.normal(0.0, args.exploration_noise, acts.shape).astype(np.float32)
+        acts = np.clip(acts, 0.0, 1.0) * mask_np
+        # [MADDPG 3] apply the joint action, store the joint transition
+        next_obs, rewards, terminated, truncated, info = env.step(acts)
+        rb.add(obs, acts, rewards, next_obs, info["terminated"])
+        ep_return, ep_len = ep_return + rewards, ep_len + 1
+        obs = next_obs
+        if terminated or truncated:  # the episode is over for everyone (MPE: truncation after max_cycles)
+            run.log_episode(global_step, ep_return.mean(), ep_len)
+            run.writer.add_scalar("charts/team_return", ep_return.sum(), global_step)
+            for name, ret in zip(env.unwrapped.agent_names, ep_return, strict=True):
+                run.writer.add_scalar(f"charts/agent_return/{name}", ret, global_step)
+            obs, _ = env.reset()
+            ep_return, ep_len = np.zeros(n), 0
 
-            if global_step > args.learning_starts and global_step % args.train_frequency == 0:
-                # [MADDPG 4] a minibatch of joint transitions
-                b_obs, b_act, b_rew, b_next_obs, b_term = rb.sample(args.batch_size, rng)
-                # [MADDPG 5] targets from the target actors (all agents' next actions) and target critics
-                with torch.no_grad():
-                    x_next = critic_input(b_next_obs, actors_target(b_next_obs)).expand(n, -1, -1)
-                    y = critic_target(b_rew.T, critics_target(x_next), b_term.T, args.gamma)
-                # [MADDPG 6] every critic regresses on its own target
-                q = critics(critic_input(b_obs, b_act).expand(n, -1, -1))
-                critic_loss = F.mse_loss(q, y) * n  # sum over agents of the per-agent mean
-                critic_opt.zero_grad(set_to_none=True)
-                critic_loss.backward()
-                critic_opt.step()
-                # [MADDPG 7] every actor climbs its own critic, its action swapped in for the buffer's
-                swapped = own_action_swapped(b_act, actors(b_obs))  # (n, B, n, act)
-                x_pi = critic_input(b_obs.expand(n, -1, -1, -1), swapped)
-                actor_loss = -critics(x_pi).mean() * n
-                actor_opt.zero_grad(set_to_none=True)
-                actor_loss.backward()  # also leaves gradients on the critics: cleared before their next step
-                actor_opt.step()
-                # [MADDPG 8] soft updates
-                soft_update(critics_target, critics, args.tau)
-                soft_update(actors_target, actors, args.tau)
-                if global_step % 100 < args.train_frequency:  # log now and then: .item() syncs
-                    writer.add_scalar("losses/critic_loss", critic_loss.item() / n, global_step)
-                    writer.add_scalar("losses/actor_loss", actor_loss.item() / n, global_step)
-                    writer.add_scalar("losses/q_values", q.mean().item(), global_step)
-
-            if args.eval_frequency and global_step % args.eval_frequency == 0 and global_step < args.total_timesteps:
-                t0 = time.perf_counter()
-                mean_eval = float(np.mean(evaluate(actors, args, device)))
-                eval_seconds += time.perf_counter() - t0
-                writer.add_scalar("eval/episodic_return", mean_eval, global_step)
-                if solved_step is None and args.target_return is not None and mean_eval >= args.target_return:
-                    solved_step, solved_seconds = global_step, time.perf_counter() - start - eval_seconds
-            now = time.perf_counter()
-            if now - last_print > 2.0 or global_step == args.total_timesteps:
-                sps = global_step / (now - start - eval_seconds)
-                writer.add_scalar("charts/SPS", int(sps), global_step)
-                print(
-                    f"step {global_step}/{args.total_timesteps} ({100 * global_step / args.total_timesteps:.0f}%) "
-                    f"per-agent return(100) {np.mean(recent) if recent else float('nan'):.2f} SPS {sps:.0f} "
-                    f"ETA {(args.total_timesteps - global_step) / sps:.0f}s",
-                    flush=True,
-                )
-                last_print = now
-            if stop:  # Ctrl-C: leave here, where no step is half done
-                break
-    interrupted = bool(stop)
-    train_seconds = time.perf_counter() - start - eval_seconds
+        if global_step > args.learning_starts and global_step % args.train_frequency == 0:
+            # [MADDPG 4] a minibatch of joint transitions
+            b_obs, b_act, b_rew, b_next_obs, b_term = rb.sample(args.batch_size, rng)
+            # [MADDPG 5] targets from the target actors (all agents' next actions) and target critics
+            with torch.no_grad():
+                x_next = critic_input(b_next_obs, actors_target(b_next_obs)).expand(n, -1, -1)
+                y = critic_target(b_rew.T, critics_target(x_next), b_term.T, args.gamma)
+            # [MADDPG 6] every critic regresses on its own target
+            q = critics(critic_input(b_obs, b_act).expand(n, -1, -1))
+            critic_loss = F.mse_loss(q, y) * n  # sum over agents of the per-agent mean
+            critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            critic_opt.step()
+            # [MADDPG 7] every actor climbs its own critic, its action swapped in for the buffer's
+            swapped = own_action_swapped(b_act, actors(b_obs))  # (n, B, n, act)
+            x_pi = critic_input(b_obs.expand(n, -1, -1, -1), swapped)
+            actor_loss = -critics(x_pi).mean() * n
+            actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()  # also leaves gradients on the critics: cleared before their next step
+            actor_opt.step()
+            # [MADDPG 8] soft updates
+            soft_update(critics_target, critics, args.tau)
+            soft_update(actors_target, actors, args.tau)
+            if global_step % 100 < args.train_frequency:  # log now and then: .item() syncs
+                run.writer.add_scalar("losses/critic_loss", critic_loss.item() / n, global_step)
+                run.writer.add_scalar("losses/actor_loss", actor_loss.item() / n, global_step)
+                run.writer.add_scalar("losses/q_values", q.mean().item(), global_step)
+        if run.tick(global_step):
+            break
     env.close()
-    sps = global_step / max(train_seconds, 1e-9)
-    writer.add_scalar("charts/SPS", int(sps), global_step)
 
-    eval_returns = [] if interrupted else evaluate(actors, args, device)
-    if eval_returns:
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-        if solved_step is None and args.target_return is not None and np.mean(eval_returns) >= args.target_return:
-            solved_step, solved_seconds = global_step, train_seconds
-    if args.save_model:
-        torch.save(
-            {
-                "actors": actors.state_dict(),
-                "critics": critics.state_dict(),
-                "actors_target": actors_target.state_dict(),
-                "critics_target": critics_target.state_dict(),
-                "agents": joint.agents,
-                "args": asdict(args),
-            },
-            os.path.join(run_dir, f"{args.exp_name}.pt"),
-        )
-    writer.close()
-    return {
-        "algo": SCRIPT[:-3],
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "total_timesteps": global_step,
-        "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "train_seconds": round(train_seconds, 3),
-        "sps": round(sps, 1),
-        "run_dir": run_dir,
-        "interrupted": interrupted,
-        "target_return": args.target_return,
-        "solved_step": solved_step,
-        "solved_seconds": None if solved_seconds is None else round(solved_seconds, 3),
-    }
+
+# ====================================================================== run block: the same in every deep file
+# Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
+# test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
+# checkpoints, Ctrl-C and the summary. It reads the data above (ACTION_SPACES, POSITIVE, ...) and calls
+# make_agent, act and train. A reader of the slides can stop here.
+SCRIPT = os.path.basename(__file__)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def warn(message: str) -> None:
+    print(f"{SCRIPT}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
+    """The env by id, checked against what this file takes, with a time limit if it has none."""
+    try:
+        if ENV_MAKERS and args.env_id not in ENV_MAKERS:
+            raise gym.error.Error(f"{SCRIPT} runs {', '.join(ENV_MAKERS)}")
+        make = ENV_MAKERS.get(args.env_id, lambda args, render_mode: gym.make(args.env_id, render_mode=render_mode))
+        env = make(args, render_mode)
+    except gym.error.DependencyNotInstalled as e:  # a registered env whose extra is missing (box2d, mujoco)
+        raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
+    except gym.error.Error as e:
+        raise UsageError(f"unknown env id {args.env_id!r} ({e}).") from None
+    obs, act, problem = env.observation_space, env.action_space, ""
+    if not isinstance(act, ACTION_SPACES) or (isinstance(act, gym.spaces.Box) and len(act.shape) != RANK):
+        kinds = " or ".join((f"{RANK}-D " if t is gym.spaces.Box else "") + t.__name__ for t in ACTION_SPACES)
+        problem = f"{SCRIPT} needs a {kinds} action space; {args.env_id} has {act}. {OTHERWISE}"
+    elif not isinstance(obs, gym.spaces.Box) or len(obs.shape) != RANK:
+        hint = "Use tabular_q.py for Discrete observations." if isinstance(obs, gym.spaces.Discrete) else ""
+        hint = "Images need a convolutional network, which this file lacks." if len(obs.shape) > RANK + 1 else hint
+        problem = f"{SCRIPT} takes vector observations (a Box of rank {RANK}); {args.env_id} has {obs}. {hint}"
+    if problem:
+        env.close()
+        raise UsageError(problem.strip())
+    if env.spec is None or env.spec.max_episode_steps is None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=args.max_episode_steps)
+    return env
+
+
+def check_args(args: Args) -> None:
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
+    for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
+        values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
+        if name in FRACTIONS and not all(0.0 <= v <= 1.0 for v in values):
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}.")
+        if any(v <= 0 for v in values) if name in positive else any(v < 0 for v in values):
+            need = "positive" if name in positive else ">= 0"
+            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {getattr(args, name)}.")
+    rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only}
+    for message, holds in rules.items():
+        if not holds(args):
+            raise UsageError(message + ".")
+
+
+class Run:
+    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
+    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
+
+    def __init__(self, args: Args, agent: nn.Module, device: torch.device, target: float | None) -> None:
+        self.args, self.agent, self.device, self.target = args, agent, device, target
+        stamp = int(time.time())
+        while True:  # never reuse a run directory: makedirs fails if another run holds the name
+            try:
+                os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
+                break
+            except FileExistsError:
+                stamp += 1
+        self.dir, self.writer = name, SummaryWriter(name)
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.final_step, self.step, self.stop, self.next_eval = args.total_timesteps, 0, False, args.eval_frequency
+        self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
+        self.start = self.last_print = time.perf_counter()
+        print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
+        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
+            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
+
+    def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
+        if steps != self.args.total_timesteps:
+            warn(f"training {steps:,} steps, not --total-timesteps {self.args.total_timesteps:,}: {why}")
+        self.final_step = steps
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def log_episode(self, step: int, episodic_return: float, length: int) -> None:
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", length, step)
+        self.recent.append(float(episodic_return))
+
+    def record_eval(self, step: int, seconds: float, returns: list[float]) -> None:
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.writer.add_scalar("eval/episodic_return", mean, step)
+        self.evals.append([step, round(seconds, 3), mean, std])
+        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
+        print(f"eval at step {step:,}: {mean:.2f} ± {std:.2f} over {len(returns)} episodes{met}", flush=True)
+
+    def tick(self, step: int) -> bool:
+        """The end of a pass of the loop at env step `step`: evaluate when due, print progress every 2 s.
+        True once Ctrl-C was pressed: the loop then breaks, where no step is half done."""
+        self.step = step
+        if self.next_eval and self.final_step > step >= self.next_eval:
+            self.next_eval += self.args.eval_frequency
+            t0 = time.perf_counter()
+            returns = evaluate(self.agent, self.args, self.device)
+            self.eval_seconds += time.perf_counter() - t0
+            self.record_eval(step, self.seconds(), returns)
+        if (now := time.perf_counter()) - self.last_print > 2.0 or step >= self.final_step:
+            sps, self.last_print = step / max(self.seconds(), 1e-9), now
+            self.writer.add_scalar("charts/SPS", int(sps), step)
+            recent = f"{np.mean(self.recent):.2f} (mean of last {len(self.recent)} episodes)" if self.recent else "-"
+            print(f"step {step:,}/{self.final_step:,} ({100 * step / self.final_step:.0f}%)  return {recent}  "
+                  f"SPS {sps:,.0f}  ETA {max(self.final_step - step, 0) / sps:.0f}s", flush=True)
+        return self.stop
+
+
+@torch.inference_mode()
+def evaluate(agent: nn.Module, args: Args, device: torch.device, video_dir: str | None = None) -> list[float]:
+    """`act` above for --eval-episodes episodes on a fresh env, episode i seeded apart from training with
+    seed + 10,000 (i + 1); with video_dir, every episode is filmed there as mp4."""
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda i: True, name_prefix="eval")
+    space, returns = env.action_space, []
+    for i in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
+        done, total = False, 0.0
+        while not done:
+            action = act(agent, torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            action = int(action) if isinstance(space, gym.spaces.Discrete) else np.clip(action, space.low, space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + np.asarray(reward, dtype=np.float64), terminated or truncated  # maddpg: per agent
+        returns.append(float(np.mean(total)))
+    env.close()
+    return returns
+
+
+def load_checkpoint(args: Args) -> dict:
+    """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones."""
+    try:
+        ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
+        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
+    if (saved := ckpt["args"]["env_id"]) != args.env_id:
+        raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
+    for name in ARCHITECTURE:
+        setattr(args, name, type(getattr(args, name))(ckpt["args"][name]))
+    return ckpt
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    env = make_env(args)  # checks the spaces before anything is written
+    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
+    if args.cuda and not torch.cuda.is_available():
+        warn("--cuda given but CUDA is not available; running on CPU")
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.num_threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.torch_deterministic:  # CPU runs are deterministic anyway; this pins the GPU's kernels too
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    ckpt = load_checkpoint(args) if args.load_model else None
+    agent = make_agent(args, env).to(device)
+    env.close()
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+    run = Run(args, agent, device, target)
+
+    def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
+        if run.stop:
+            raise KeyboardInterrupt
+        run.stop = True
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    catch = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if catch else None
+    try:
+        if not args.eval_only:
+            train(args, agent, run)
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous)
+    train_seconds = run.seconds() if not args.eval_only else 0.0
+    sps = run.step / max(train_seconds, 1e-9)
+    run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
+    returns = [] if run.stop else evaluate(agent, args, device, video_dir)
+    if returns:
+        run.record_eval(run.step, train_seconds, returns)
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.pt") if args.save_model else None
+    if checkpoint:
+        torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
+    run.writer.close()
+    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
+    mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
+    words = [f"greedy eval {mean:.2f} ± {std:.2f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
+    if run.target is not None and not args.eval_only:
+        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
+    words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
+    print(f"{SCRIPT}: " + "; ".join(words), flush=True)
+    return {"algo": SCRIPT[:-3], "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
+            "eval_return_mean": mean, "eval_return_std": std, "train_seconds": round(train_seconds, 3),
+            "sps": round(sps, 1), "run_dir": run.dir, "interrupted": run.stop, "target_return": run.target,
+            "first_met_step": met[0][0] if met else None, "evals": run.evals, "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":
@@ -499,7 +605,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -1,11 +1,12 @@
 """Proximal Policy Optimization (PPO), clipped surrogate, actor-critic style with GAE.
 
-N synchronous envs each run the current policy for T steps; generalized advantage estimates
-are computed from a learned V; then K epochs of minibatch updates minimise the clipped
-surrogate, which stops the new policy moving far from the one that collected the data.
-Follows slides/000 ("PPO Surrogate Objective", "PPO Pseudocode") and slides/003 (PPO
-"actor-critic style" with N actors, T steps, K epochs, minibatch M; GAE). Steps, in the
-numbering of slides/000 "Simplified PPO" (the slides' per-step loop runs here per rollout):
+N synchronous envs each run the current policy for T steps; generalized advantage estimates are
+computed from a learned V; then K epochs of minibatch updates minimise the clipped surrogate, which
+stops the new policy moving far from the one that collected the data. Follows the MARL book's "Deep
+Reinforcement Learning" lecture (Albrecht, Christianos, Schäfer; slides by L. Hinckeldey), slides
+"PPO Surrogate Objective" and "Simplified PPO", whose step numbers we use, and M. Straka's lecture
+"Multi-Agent RL, PPO, MAPPO" (Charles University, 2022) for PPO "actor-critic style" with N actors,
+T steps, K epochs, minibatch M, and GAE. The slides' per-step loop runs here per rollout:
 
     1. Initialise the actor pi(a|s; phi).        2. Initialise the critic V(s; theta).
     3-4. Repeat: for T steps in each of the N envs:
@@ -13,8 +14,8 @@ numbering of slides/000 "Simplified PPO" (the slides' per-step loop runs here pe
     8.   Remember pi_beta(a^t|s^t) = pi(a^t|s^t; phi), the behaviour policy's probability
          (here for the whole rollout in one batched pass after it: phi does not change during it).
     11-16. Advantages and critic targets: the slides' one-step TD error
-         r^t + gamma V(s^{t+1}) - V(s^t) (just r^t - V(s^t) if s^{t+1} is terminal),
-         averaged over n-step horizons by GAE(lambda) (slides/003); target y^t = Adv + V(s^t).
+         r^t + gamma V(s^{t+1}) - V(s^t) (just r^t - V(s^t) if s^{t+1} is terminal), averaged over
+         n-step horizons by GAE(lambda) (Straka); target y^t = Adv + V(s^t).
     9.   For epoch e = 1..K, for each minibatch of M samples:
     10.    rho = pi(a^t|s^t; phi) / pi_beta(a^t|s^t).
     17.    Actor loss -min(rho Adv, clip(rho, 1 - eps, 1 + eps) Adv) (minus an entropy bonus).
@@ -28,8 +29,8 @@ terminal: its advantage bootstraps from V(final observation).
 Examples:
     python algos/ppo.py --env-id CartPole-v1 --cuda
     python algos/ppo.py --env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.9 --gae-lambda 0.95 \
-        --num-steps 256 --num-minibatches 8 --update-epochs 10 --learning-rate 1e-3
-    python algos/ppo.py --num-envs 4 --num-steps 128 --update-epochs 4 --num-minibatches 4 --learning-rate 2.5e-4
+        --num-steps 256 --num-minibatches 8 --update-epochs 10
+    python algos/ppo.py --save-model, then --load-model runs/<run>/ppo.pt --eval-only --capture-video
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import asdict, dataclass
 
 import gymnasium as gym
@@ -56,12 +56,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    env_id: str = "CartPole-v1"
-    """gymnasium id of an env with vector observations and Discrete or Box actions"""
-    seed: int = 1
-    """seed of torch, numpy and the envs"""
-    total_timesteps: int = 100_000
-    """training budget, in env steps summed over the envs"""
     learning_rate: float = 1e-3
     """Adam step size at the start"""
     anneal_lr: bool = True
@@ -92,16 +86,25 @@ class Args:
     """stop the epochs early once the approximate KL exceeds this (None: never)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the actor and of the critic (separate networks)"""
+    # the run: the same knobs in every file
+    env_id: str = "CartPole-v1"
+    """gymnasium id of an env with vector observations and Discrete or Box actions"""
+    seed: int = 1
+    """seed of torch, numpy and the envs"""
+    total_timesteps: int = 100_000
+    """training budget, in env steps"""
     eval_frequency: int = 10_000
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
-    """greedy (mean-action) evaluation episodes"""
+    """greedy (argmax / mean-action) evaluation episodes"""
     target_return: float | None = None
-    """return that counts as solved, for the steps-to-threshold record (default: the env's)"""
+    """mean eval return that counts as solved (default: the env's reward_threshold)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
     cuda: bool = False
     """use the GPU if there is one"""
     torch_deterministic: bool = True
-    """ask torch for deterministic kernels"""
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
     num_threads: int = 1
     """torch CPU threads; 1 measured fastest for these small networks"""
     log_dir: str = "runs"
@@ -109,14 +112,28 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """experiment name, part of the run directory"""
     save_model: bool = False
-    """save the networks and args to {run_dir}/{exp_name}.pt"""
+    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (its --hidden-sizes are used)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-SCRIPT = os.path.basename(__file__)
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+# What this file takes, read by the run block below the marker.
+ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.Box)
+RANK = 1  # flat vector observations (and Box actions)
+ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
+OTHERWISE = ""
+POSITIVE = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "clip_coef", "max_grad_norm",
+            "hidden_sizes")
+NON_NEGATIVE = ("ent_coef", "vf_coef")
+FRACTIONS = ("gamma", "gae_lambda")
+RULES = {"--num-envs x --num-steps must split evenly into --num-minibatches minibatches":
+         lambda a: (a.num_envs * a.num_steps) % a.num_minibatches == 0}
+ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
 
 
 # ----------------------------------------------------------------------------- math
@@ -192,7 +209,7 @@ class Agent(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
-    def evaluate(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def policy_and_value(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """log pi(a|s), the policy's entropy and V(s) for a minibatch."""
         out = self.actor(obs)
         if self.discrete:
@@ -207,299 +224,334 @@ class Agent(nn.Module):
         return out.argmax(-1) if self.discrete else out
 
 
-# ----------------------------------------------------------------------------- set-up
-def make_env(env_id: str) -> gym.Env:
-    try:
-        env = gym.make(env_id)
-    except gym.error.Error as e:
-        raise UsageError(f"unknown env id {env_id!r} ({e}). Try CartPole-v1 or Pendulum-v1.") from None
-    act = env.action_space
-    if not isinstance(act, gym.spaces.Discrete) and not (isinstance(act, gym.spaces.Box) and len(act.shape) == 1):
-        env.close()
-        raise UsageError(f"{SCRIPT} needs a Discrete or a 1-D Box action space; {env_id} has {act}.")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        env.close()
-        raise UsageError(
-            f"{SCRIPT} needs flat Box (vector) observations; {env_id} has {env.observation_space}. "
-            "Use tabular_q.py for Discrete observations."
-        )
-    return env
+def make_agent(args: Args, env: gym.Env) -> nn.Module:
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
+    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes)  # [PPO 1-2] phi, theta
 
 
-def check_args(args: Args) -> None:
-    positive = (
-        "total_timesteps",
-        "learning_rate",
-        "num_envs",
-        "num_steps",
-        "num_minibatches",
-        "update_epochs",
-        "clip_coef",
-        "max_grad_norm",
-        "eval_episodes",
-        "num_threads",
-    )
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    if (args.num_envs * args.num_steps) % args.num_minibatches:
-        raise UsageError(
-            f"--num-envs x --num-steps ({args.num_envs * args.num_steps}) must split evenly into "
-            f"--num-minibatches ({args.num_minibatches}) minibatches."
-        )
-    if not 0.0 <= args.gamma <= 1.0 or not 0.0 <= args.gae_lambda <= 1.0:
-        raise UsageError(f"--gamma and --gae-lambda must lie in [0, 1]; got {args.gamma} and {args.gae_lambda}.")
-    if min(args.hidden_sizes, default=1) <= 0 or min(args.ent_coef, args.vf_coef, args.eval_frequency) < 0:
-        raise UsageError("--hidden-sizes must be positive; --ent-coef, --vf-coef, --eval-frequency >= 0.")
+def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The greedy policy, for evaluation: the most likely action, or the Gaussian's mean."""
+    return agent.greedy(obs)
 
 
-def new_run_dir(args: Args) -> str:
-    stamp = int(time.time())
-    while True:  # never reuse a directory: bump the stamp until the name is free
-        path = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}")
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            stamp += 1
-
-
-@torch.inference_mode()
-def evaluate(agent: Agent, args: Args, device: torch.device) -> list[float]:
-    """Greedy (argmax / mean) actions on a fresh env; episode i is seeded apart from training."""
-    env = make_env(args.env_id)
-    returns = []
-    for i in range(args.eval_episodes):
-        obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
-        done, total = False, 0.0
-        while not done:
-            action = agent.greedy(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-            if agent.discrete:
-                action = int(action)
-            else:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, r, terminated, truncated, _ = env.step(action)
-            total += float(r)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
-
-
-@contextmanager
-def ctrl_c_stops() -> Iterator[list[bool]]:
-    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
-    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
-    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
-    pressed: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        pressed.append(True)
-        if len(pressed) > 1:
-            raise KeyboardInterrupt
-
-    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
-    install = (
-        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    )
-    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
-    try:
-        yield pressed
-    finally:
-        if install:
-            signal.signal(signal.SIGINT, previous)
-
-
-# ----------------------------------------------------------------------------- main
-def main(args: Args) -> dict:
-    check_args(args)
-    probe = make_env(args.env_id)
-    discrete = isinstance(probe.action_space, gym.spaces.Discrete)
-    obs_dim = probe.observation_space.shape[0]
-    act_dim = int(probe.action_space.n) if discrete else probe.action_space.shape[0]
-    target_return = (
-        args.target_return if args.target_return is not None else getattr(probe.spec, "reward_threshold", None)
-    )
-    probe.close()
-    if args.cuda and not torch.cuda.is_available():
-        print(f"{SCRIPT}: warning: --cuda given but CUDA is not available; running on CPU", file=sys.stderr)
-    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(args.num_threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    rng = np.random.default_rng(args.seed)
-
+# ----------------------------------------------------------------------------- training
+def train(args: Args, agent: nn.Module, run: Run) -> None:
+    N, T, device, rng = args.num_envs, args.num_steps, run.device, np.random.default_rng(args.seed)
     envs = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(args.env_id) for _ in range(args.num_envs)],
+        [lambda: make_env(args) for _ in range(N)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,  # step() returns the final obs in info
     )
-    if not discrete:
-        low, high = envs.single_action_space.low, envs.single_action_space.high
-    run_dir = new_run_dir(args)
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-
-    agent = Agent(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)  # [PPO 1-2] actor phi, critic theta
+    space, discrete = envs.single_action_space, agent.discrete
     # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
     params = list(agent.parameters())
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5, fused=True)
-
-    T, N = args.num_steps, args.num_envs
-    batch_size = T * N
+    batch_size, obs_dim = T * N, envs.single_observation_space.shape[0]
     minibatch_size = batch_size // args.num_minibatches
     num_iterations = max(1, args.total_timesteps // batch_size)
+    run.budget(num_iterations * batch_size, f"{num_iterations} whole rollouts of --num-envs x --num-steps {batch_size}")
     # rollout storage, preallocated host arrays: a step writes numpy, the update moves one batch to the device
-    obs_buf = np.zeros((T, N, obs_dim), dtype=np.float32)
-    act_buf = np.zeros((T, N) if discrete else (T, N, act_dim), dtype=np.float32)
-    rew_buf, done_buf = np.zeros((T, N), dtype=np.float32), np.zeros((T, N), dtype=np.float32)
+    obs_buf, final_obs = np.zeros((T, N, obs_dim), dtype=np.float32), np.zeros((T, N, obs_dim), dtype=np.float32)
+    act_buf = np.zeros((T, N) if discrete else (T, N, space.shape[0]), dtype=np.float32)
+    rew_buf, done_buf, cut_buf = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
 
     def to_device(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float32, device=device)
 
     obs_np, _ = envs.reset(seed=args.seed)
-    ep_ret, ep_len = np.zeros(N), np.zeros(N, dtype=np.int64)
-    recent: list[float] = []
-    global_step, eval_seconds = 0, 0.0
-    solved_step = solved_seconds = None
-    next_eval = args.eval_frequency or None
-    start = last_print = time.perf_counter()
-    with ctrl_c_stops() as stop:
-        for iteration in range(num_iterations):  # [PPO 3] repeat
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
-            # the policy stays fixed during the rollout: act on a host copy of its weights (a view on the CPU)
-            actor_w = [p.detach().cpu().numpy() for p in agent.actor.parameters()]
-            log_std = None if discrete else agent.log_std.detach().cpu().numpy()
-            fix_t, fix_env, fix_obs = [], [], []  # truncated steps whose V(final obs) we still need
-            for t in range(T):  # [PPO 4] T steps in each of the N envs
-                obs_buf[t] = obs_np  # [PPO 5] observe s^t
-                a_np = sample_action(mlp_numpy(actor_w, obs_buf[t]), log_std, rng)  # [PPO 6] a^t ~ pi(.|s^t)
-                act_buf[t] = a_np
-                # [PPO 7] apply a^t, observe r^t and s^{t+1}
-                obs_np, reward, terminated, truncated, info = envs.step(a_np if discrete else np.clip(a_np, low, high))
-                global_step += N
-                done = terminated | truncated
-                rew_buf[t], done_buf[t] = reward, done
-                ep_ret += reward
-                ep_len += 1
-                for i in np.flatnonzero(done):
-                    writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
-                    writer.add_scalar("charts/episodic_length", ep_len[i], global_step)
-                    recent = (recent + [float(ep_ret[i])])[-20:]
-                    ep_ret[i], ep_len[i] = 0.0, 0
-                    if truncated[i] and not terminated[i]:
-                        fix_t.append(t)
-                        fix_env.append(i)
-                        fix_obs.append(info["final_obs"][i])
+    ep_ret, ep_len, global_step = np.zeros(N), np.zeros(N, dtype=np.int64), 0
+    for iteration in range(num_iterations):  # [PPO 3] repeat
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - iteration / num_iterations)
+        # the policy stays fixed during the rollout: act on a host copy of its weights (a view on the CPU)
+        actor_w = [p.detach().cpu().numpy() for p in agent.actor.parameters()]
+        log_std = None if discrete else agent.log_std.detach().cpu().numpy()
+        for t in range(T):  # [PPO 4] T steps in each of the N envs
+            obs_buf[t] = obs_np  # [PPO 5] observe s^t
+            a_np = sample_action(mlp_numpy(actor_w, obs_buf[t]), log_std, rng)  # [PPO 6] a^t ~ pi(.|s^t)
+            act_buf[t] = a_np
+            # [PPO 7] apply a^t, observe r^t and s^{t+1}
+            env_action = a_np if discrete else np.clip(a_np, space.low, space.high)
+            obs_np, reward, terminated, truncated, info = envs.step(env_action)
+            global_step += N
+            rew_buf[t], done_buf[t], cut_buf[t] = reward, terminated | truncated, truncated & ~terminated
+            ep_ret, ep_len = ep_ret + reward, ep_len + 1
+            for i in np.flatnonzero(terminated | truncated):
+                run.log_episode(global_step, ep_ret[i], ep_len[i])
+                ep_ret[i], ep_len[i] = 0.0, 0
+                if cut_buf[t, i]:  # a time limit, not a terminal state: V(final obs) still counts
+                    final_obs[t, i] = info["final_obs"][i]
 
-            b_obs, b_act = to_device(obs_buf).reshape(batch_size, obs_dim), to_device(act_buf).flatten(0, 1)
-            with torch.no_grad():
-                # [PPO 8] pi_beta(a^t|s^t) and V(s^t) for the whole rollout in one batched pass: the
-                # policy did not change while the rollout ran, and one pass costs less than T small ones
-                b_logp, _, b_val = agent.evaluate(b_obs, b_act)
-                last_value = agent.value(to_device(obs_np)).cpu().numpy()
-                final_values = agent.value(to_device(np.stack(fix_obs))).cpu().numpy() if fix_t else None
-            # [PPO 11-16] advantages and critic targets; V(s^{t+1}) is the next stored value,
-            # V(final obs) after a truncation and 0 after a termination
-            val_np = b_val.cpu().numpy().reshape(T, N)
-            next_values = np.concatenate([val_np[1:], last_value[None]]) * (1.0 - done_buf)
-            if fix_t:
-                next_values[fix_t, fix_env] = final_values
-            advantages = gae(rew_buf, val_np, next_values, done_buf, args.gamma, args.gae_lambda)
-            b_adv = to_device(advantages).reshape(-1)
-            b_ret = b_adv + b_val
-            ratios = []  # every minibatch's rho, for the clip fraction logged once per update
-            for _epoch in range(args.update_epochs):  # [PPO 9] K epochs of minibatches
-                perm = torch.randperm(batch_size, device=device)
-                # shuffle once per epoch; each minibatch is then a slice (a view), not five gathers
-                e_obs, e_act, e_logp, e_adv, e_ret = (x[perm] for x in (b_obs, b_act, b_logp, b_adv, b_ret))
-                for lo in range(0, batch_size, minibatch_size):
-                    mb = slice(lo, lo + minibatch_size)
-                    new_logp, entropy, new_val = agent.evaluate(e_obs[mb], e_act[mb])
-                    log_ratio = new_logp - e_logp[mb]
-                    ratio = log_ratio.exp()  # [PPO 10] rho = pi / pi_beta
-                    mb_adv = e_adv[mb]
-                    if args.norm_adv and minibatch_size > 1:
-                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                    pg_loss = clipped_surrogate(ratio, mb_adv, args.clip_coef)  # [PPO 17] actor loss
-                    v_loss = 0.5 * (e_ret[mb] - new_val).pow(2).mean()  # [PPO 18] critic loss
-                    loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
-                    optimizer.zero_grad(set_to_none=True)  # [PPO 19-20] one step on phi and theta
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
-                    optimizer.step()
-                    ratios.append(ratio.detach())
-                with torch.no_grad():  # low-variance KL estimate on the epoch's last minibatch
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                if args.target_kl is not None and approx_kl > args.target_kl:
-                    break
-
-            var_y = b_ret.var()
-            explained_var = float("nan") if var_y == 0 else float(1 - (b_ret - b_val).var() / var_y)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy.mean().item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-            clipfrac = ((torch.cat(ratios) - 1.0).abs() > args.clip_coef).float().mean()
-            writer.add_scalar("losses/clipfrac", clipfrac.item(), global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-
-            if next_eval is not None and global_step >= next_eval and iteration < num_iterations - 1:
-                next_eval += args.eval_frequency
-                t0 = time.perf_counter()
-                mean_eval = float(np.mean(evaluate(agent, args, device)))
-                eval_seconds += time.perf_counter() - t0
-                writer.add_scalar("eval/episodic_return", mean_eval, global_step)
-                if solved_step is None and target_return is not None and mean_eval >= target_return:
-                    solved_step, solved_seconds = global_step, time.perf_counter() - start - eval_seconds
-            now = time.perf_counter()
-            if now - last_print > 2.0 or iteration == num_iterations - 1:
-                sps = global_step / (now - start - eval_seconds)
-                writer.add_scalar("charts/SPS", int(sps), global_step)
-                print(
-                    f"step {global_step}/{num_iterations * batch_size} "
-                    f"({100 * (iteration + 1) / num_iterations:.0f}%) "
-                    f"return(20) {np.mean(recent) if recent else float('nan'):.1f} SPS {sps:.0f} "
-                    f"ETA {(num_iterations * batch_size - global_step) / sps:.0f}s",
-                    flush=True,
-                )
-                last_print = now
-            if stop:  # Ctrl-C: leave here, where no step is half done
+        b_obs, b_act = to_device(obs_buf).reshape(batch_size, obs_dim), to_device(act_buf).flatten(0, 1)
+        cut = cut_buf > 0
+        with torch.no_grad():
+            # [PPO 8] pi_beta(a^t|s^t) and V(s^t) for the whole rollout in one batched pass: the
+            # policy did not change while the rollout ran, and one pass costs less than T small ones
+            b_logp, _, b_val = agent.policy_and_value(b_obs, b_act)
+            last_value = agent.value(to_device(obs_np)).cpu().numpy()
+            cut_values = agent.value(to_device(final_obs[cut])).cpu().numpy() if cut.any() else None
+        # [PPO 11-16] advantages and critic targets; V(s^{t+1}) is the next stored value,
+        # V(final obs) after a truncation and 0 after a termination
+        val_np = b_val.cpu().numpy().reshape(T, N)
+        next_values = np.concatenate([val_np[1:], last_value[None]]) * (1.0 - done_buf)
+        if cut_values is not None:
+            next_values[cut] = cut_values
+        advantages = gae(rew_buf, val_np, next_values, done_buf, args.gamma, args.gae_lambda)
+        b_adv = to_device(advantages).reshape(-1)
+        b_ret = b_adv + b_val
+        ratios = []  # every minibatch's rho, for the clip fraction logged once per update
+        for _epoch in range(args.update_epochs):  # [PPO 9] K epochs of minibatches
+            perm = torch.randperm(batch_size, device=device)
+            # shuffle once per epoch; each minibatch is then a slice (a view), not five gathers
+            e_obs, e_act, e_logp, e_adv, e_ret = (x[perm] for x in (b_obs, b_act, b_logp, b_adv, b_ret))
+            for lo in range(0, batch_size, minibatch_size):
+                mb = slice(lo, lo + minibatch_size)
+                new_logp, entropy, new_val = agent.policy_and_value(e_obs[mb], e_act[mb])
+                log_ratio = new_logp - e_logp[mb]
+                ratio = log_ratio.exp()  # [PPO 10] rho = pi / pi_beta
+                mb_adv = e_adv[mb]
+                if args.norm_adv and minibatch_size > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = clipped_surrogate(ratio, mb_adv, args.clip_coef)  # [PPO 17] actor loss
+                v_loss = 0.5 * (e_ret[mb] - new_val).pow(2).mean()  # [PPO 18] critic loss
+                loss = pg_loss - args.ent_coef * entropy.mean() + args.vf_coef * v_loss
+                optimizer.zero_grad(set_to_none=True)  # [PPO 19-20] one step on phi and theta
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
+                optimizer.step()
+                ratios.append(ratio.detach())
+            with torch.no_grad():  # low-variance KL estimate on the epoch's last minibatch
+                approx_kl = ((ratio - 1) - log_ratio).mean()
+            if args.target_kl is not None and approx_kl > args.target_kl:
                 break
-    interrupted = bool(stop)
-    train_seconds = time.perf_counter() - start - eval_seconds
-    envs.close()
-    sps = global_step / max(train_seconds, 1e-9)
-    writer.add_scalar("charts/SPS", int(sps), global_step)
 
-    eval_returns = [] if interrupted else evaluate(agent, args, device)
-    if eval_returns:
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-        if solved_step is None and target_return is not None and np.mean(eval_returns) >= target_return:
-            solved_step, solved_seconds = global_step, train_seconds
-    if args.save_model:
-        torch.save({"agent": agent.state_dict(), "args": asdict(args)}, os.path.join(run_dir, f"{args.exp_name}.pt"))
-    writer.close()
-    return {
-        "algo": SCRIPT[:-3],
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "total_timesteps": global_step,
-        "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "train_seconds": round(train_seconds, 3),
-        "sps": round(sps, 1),
-        "run_dir": run_dir,
-        "interrupted": interrupted,
-        "target_return": target_return,
-        "solved_step": solved_step,
-        "solved_seconds": None if solved_seconds is None else round(solved_seconds, 3),
-    }
+        var_y = b_ret.var()
+        explained_var = float("nan") if var_y == 0 else float(1 - (b_ret - b_val).var() / var_y)
+        clipfrac = ((torch.cat(ratios) - 1.0).abs() > args.clip_coef).float().mean()
+        for tag, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy.mean()),
+                           ("approx_kl", approx_kl), ("clipfrac", clipfrac), ("explained_variance", explained_var)):
+            run.writer.add_scalar(f"losses/{tag}", float(value), global_step)
+        run.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        if run.tick(global_step):
+            break
+    envs.close()
+
+
+# ====================================================================== run block: the same in every deep file
+# Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
+# test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
+# checkpoints, Ctrl-C and the summary. It reads the data above (ACTION_SPACES, POSITIVE, ...) and calls
+# make_agent, act and train. A reader of the slides can stop here.
+SCRIPT = os.path.basename(__file__)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def warn(message: str) -> None:
+    print(f"{SCRIPT}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
+    """The env by id, checked against what this file takes, with a time limit if it has none."""
+    try:
+        if ENV_MAKERS and args.env_id not in ENV_MAKERS:
+            raise gym.error.Error(f"{SCRIPT} runs {', '.join(ENV_MAKERS)}")
+        make = ENV_MAKERS.get(args.env_id, lambda args, render_mode: gym.make(args.env_id, render_mode=render_mode))
+        env = make(args, render_mode)
+    except gym.error.DependencyNotInstalled as e:  # a registered env whose extra is missing (box2d, mujoco)
+        raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
+    except gym.error.Error as e:
+        raise UsageError(f"unknown env id {args.env_id!r} ({e}).") from None
+    obs, act, problem = env.observation_space, env.action_space, ""
+    if not isinstance(act, ACTION_SPACES) or (isinstance(act, gym.spaces.Box) and len(act.shape) != RANK):
+        kinds = " or ".join((f"{RANK}-D " if t is gym.spaces.Box else "") + t.__name__ for t in ACTION_SPACES)
+        problem = f"{SCRIPT} needs a {kinds} action space; {args.env_id} has {act}. {OTHERWISE}"
+    elif not isinstance(obs, gym.spaces.Box) or len(obs.shape) != RANK:
+        hint = "Use tabular_q.py for Discrete observations." if isinstance(obs, gym.spaces.Discrete) else ""
+        hint = "Images need a convolutional network, which this file lacks." if len(obs.shape) > RANK + 1 else hint
+        problem = f"{SCRIPT} takes vector observations (a Box of rank {RANK}); {args.env_id} has {obs}. {hint}"
+    if problem:
+        env.close()
+        raise UsageError(problem.strip())
+    if env.spec is None or env.spec.max_episode_steps is None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=args.max_episode_steps)
+    return env
+
+
+def check_args(args: Args) -> None:
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
+    for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
+        values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
+        if name in FRACTIONS and not all(0.0 <= v <= 1.0 for v in values):
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}.")
+        if any(v <= 0 for v in values) if name in positive else any(v < 0 for v in values):
+            need = "positive" if name in positive else ">= 0"
+            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {getattr(args, name)}.")
+    rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only}
+    for message, holds in rules.items():
+        if not holds(args):
+            raise UsageError(message + ".")
+
+
+class Run:
+    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
+    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
+
+    def __init__(self, args: Args, agent: nn.Module, device: torch.device, target: float | None) -> None:
+        self.args, self.agent, self.device, self.target = args, agent, device, target
+        stamp = int(time.time())
+        while True:  # never reuse a run directory: makedirs fails if another run holds the name
+            try:
+                os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
+                break
+            except FileExistsError:
+                stamp += 1
+        self.dir, self.writer = name, SummaryWriter(name)
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.final_step, self.step, self.stop, self.next_eval = args.total_timesteps, 0, False, args.eval_frequency
+        self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
+        self.start = self.last_print = time.perf_counter()
+        print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
+        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
+            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
+
+    def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
+        if steps != self.args.total_timesteps:
+            warn(f"training {steps:,} steps, not --total-timesteps {self.args.total_timesteps:,}: {why}")
+        self.final_step = steps
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def log_episode(self, step: int, episodic_return: float, length: int) -> None:
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", length, step)
+        self.recent.append(float(episodic_return))
+
+    def record_eval(self, step: int, seconds: float, returns: list[float]) -> None:
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.writer.add_scalar("eval/episodic_return", mean, step)
+        self.evals.append([step, round(seconds, 3), mean, std])
+        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
+        print(f"eval at step {step:,}: {mean:.2f} ± {std:.2f} over {len(returns)} episodes{met}", flush=True)
+
+    def tick(self, step: int) -> bool:
+        """The end of a pass of the loop at env step `step`: evaluate when due, print progress every 2 s.
+        True once Ctrl-C was pressed: the loop then breaks, where no step is half done."""
+        self.step = step
+        if self.next_eval and self.final_step > step >= self.next_eval:
+            self.next_eval += self.args.eval_frequency
+            t0 = time.perf_counter()
+            returns = evaluate(self.agent, self.args, self.device)
+            self.eval_seconds += time.perf_counter() - t0
+            self.record_eval(step, self.seconds(), returns)
+        if (now := time.perf_counter()) - self.last_print > 2.0 or step >= self.final_step:
+            sps, self.last_print = step / max(self.seconds(), 1e-9), now
+            self.writer.add_scalar("charts/SPS", int(sps), step)
+            recent = f"{np.mean(self.recent):.2f} (mean of last {len(self.recent)} episodes)" if self.recent else "-"
+            print(f"step {step:,}/{self.final_step:,} ({100 * step / self.final_step:.0f}%)  return {recent}  "
+                  f"SPS {sps:,.0f}  ETA {max(self.final_step - step, 0) / sps:.0f}s", flush=True)
+        return self.stop
+
+
+@torch.inference_mode()
+def evaluate(agent: nn.Module, args: Args, device: torch.device, video_dir: str | None = None) -> list[float]:
+    """`act` above for --eval-episodes episodes on a fresh env, episode i seeded apart from training with
+    seed + 10,000 (i + 1); with video_dir, every episode is filmed there as mp4."""
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda i: True, name_prefix="eval")
+    space, returns = env.action_space, []
+    for i in range(args.eval_episodes):
+        obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
+        done, total = False, 0.0
+        while not done:
+            action = act(agent, torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            action = int(action) if isinstance(space, gym.spaces.Discrete) else np.clip(action, space.low, space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + np.asarray(reward, dtype=np.float64), terminated or truncated  # maddpg: per agent
+        returns.append(float(np.mean(total)))
+    env.close()
+    return returns
+
+
+def load_checkpoint(args: Args) -> dict:
+    """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones."""
+    try:
+        ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
+        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
+    if (saved := ckpt["args"]["env_id"]) != args.env_id:
+        raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
+    for name in ARCHITECTURE:
+        setattr(args, name, type(getattr(args, name))(ckpt["args"][name]))
+    return ckpt
+
+
+def main(args: Args) -> dict:
+    check_args(args)
+    env = make_env(args)  # checks the spaces before anything is written
+    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
+    if args.cuda and not torch.cuda.is_available():
+        warn("--cuda given but CUDA is not available; running on CPU")
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.num_threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.torch_deterministic:  # CPU runs are deterministic anyway; this pins the GPU's kernels too
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    ckpt = load_checkpoint(args) if args.load_model else None
+    agent = make_agent(args, env).to(device)
+    env.close()
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+    run = Run(args, agent, device, target)
+
+    def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
+        if run.stop:
+            raise KeyboardInterrupt
+        run.stop = True
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    catch = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if catch else None
+    try:
+        if not args.eval_only:
+            train(args, agent, run)
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous)
+    train_seconds = run.seconds() if not args.eval_only else 0.0
+    sps = run.step / max(train_seconds, 1e-9)
+    run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
+    returns = [] if run.stop else evaluate(agent, args, device, video_dir)
+    if returns:
+        run.record_eval(run.step, train_seconds, returns)
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.pt") if args.save_model else None
+    if checkpoint:
+        torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
+    run.writer.close()
+    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
+    mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
+    words = [f"greedy eval {mean:.2f} ± {std:.2f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
+    if run.target is not None and not args.eval_only:
+        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
+    words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
+    print(f"{SCRIPT}: " + "; ".join(words), flush=True)
+    return {"algo": SCRIPT[:-3], "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
+            "eval_return_mean": mean, "eval_return_std": std, "train_seconds": round(train_seconds, 3),
+            "sps": round(sps, 1), "run_dir": run.dir, "interrupted": run.stop, "target_return": run.target,
+            "first_met_step": met[0][0] if met else None, "evals": run.evals, "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":
@@ -508,7 +560,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -2,8 +2,9 @@
 
 Play whole episodes with the stochastic policy, compute each step's discounted return-to-go
 G_t, and push up log pi(a_t|s_t) in proportion to G_t (minus a baseline V(s_t), which cuts
-the variance without biasing the gradient). Follows slides/000 ("REINFORCE Pseudocode",
-steps 1-8, and "Baseline to Reduce Variance"):
+the variance without biasing the gradient). Follows the MARL book's "Deep Reinforcement Learning"
+lecture (Albrecht, Christianos, Schäfer; slides by L. Hinckeldey), slides "REINFORCE Pseudocode"
+(steps 1-8) and "Baseline to Reduce Variance":
 
     1. Initialise the policy network pi with random parameters phi
        (and, with the baseline, the value network V with parameters theta).
@@ -24,7 +25,8 @@ is no critic to bootstrap from and the episode's return is cut at the limit.
 
 Examples:
     python algos/reinforce.py                          # CartPole-v1, 300k steps, baseline on
-    python algos/reinforce.py --no-baseline            # the plain slide version
+    python algos/reinforce.py --no-baseline --no-norm-adv --episodes-per-update 1 --max-grad-norm 0 \
+        --no-anneal-lr                                 # exactly the slides' update: one episode, G_t, fixed alpha
     python algos/reinforce.py --env-id Acrobot-v1 --cuda
 """
 
@@ -38,8 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import asdict, dataclass
 
 import gymnasium as gym
@@ -52,12 +53,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    env_id: str = "CartPole-v1"
-    """gymnasium id of an env with vector observations and Discrete or Box actions"""
-    seed: int = 1
-    """seed of torch, numpy and the env"""
-    total_timesteps: int = 300_000
-    """training budget, in env steps"""
     learning_rate: float = 2e-3
     """Adam step size at the start (policy and baseline)"""
     anneal_lr: bool = True
@@ -71,21 +66,28 @@ class Args:
     norm_adv: bool = True
     """normalise G - V over the batch (keeps the step size independent of the reward scale)"""
     max_grad_norm: float = 1.0
-    """clip the gradient norm to this"""
+    """clip the gradient norm to this (0: no clipping)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the policy and of the baseline"""
-    max_episode_steps: int = 1000
-    """time limit applied only to envs that have none"""
+    # the run: the same knobs in every file
+    env_id: str = "CartPole-v1"
+    """gymnasium id of an env with vector observations and Discrete or Box actions"""
+    seed: int = 1
+    """seed of torch, numpy and the env"""
+    total_timesteps: int = 300_000
+    """training budget, in env steps"""
     eval_frequency: int = 30_000
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """greedy (argmax / mean-action) evaluation episodes"""
     target_return: float | None = None
-    """return that counts as solved, for the steps-to-threshold record (default: the env's)"""
+    """mean eval return that counts as solved (default: the env's reward_threshold)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
     cuda: bool = False
     """use the GPU if there is one"""
     torch_deterministic: bool = True
-    """ask torch for deterministic kernels"""
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
     num_threads: int = 1
     """torch CPU threads; 1 measured fastest for these small networks"""
     log_dir: str = "runs"
@@ -93,14 +95,26 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """experiment name, part of the run directory"""
     save_model: bool = False
-    """save the networks and args to {run_dir}/{exp_name}.pt"""
+    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (its --hidden-sizes are used)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-SCRIPT = os.path.basename(__file__)
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+# What this file takes, read by the run block below the marker.
+ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.Box)
+RANK = 1  # flat vector observations (and Box actions)
+ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
+OTHERWISE = ""
+POSITIVE = ("learning_rate", "episodes_per_update", "hidden_sizes")
+NON_NEGATIVE = ("max_grad_norm",)
+FRACTIONS = ("gamma",)
+RULES: dict = {}
+ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
 
 
 # ----------------------------------------------------------------------------- math
@@ -139,14 +153,15 @@ def mlp(sizes: list[int], out_std: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class Policy(nn.Module):
-    """pi(a|s; phi): Categorical over logits, or Gaussian with a learned log-std."""
+class Agent(nn.Module):
+    """pi(a|s; phi): Categorical over logits, or Gaussian with a learned log-std; and the baseline V(s; theta)."""
 
     def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...]) -> None:
         super().__init__()
         self.discrete = discrete
         self.net = mlp([obs_dim, *hidden, act_dim], 0.01)
         self.log_std = nn.Parameter(torch.zeros(act_dim), requires_grad=not discrete)
+        self.critic = mlp([obs_dim, *hidden, 1], 1.0)
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.net(obs)
@@ -165,257 +180,307 @@ class Policy(nn.Module):
         return out.argmax(-1) if self.discrete else out
 
 
-# ----------------------------------------------------------------------------- set-up
-def make_env(env_id: str, max_episode_steps: int) -> gym.Env:
+def make_agent(args: Args, env: gym.Env) -> nn.Module:
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
+    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes)  # [REINFORCE 1] phi, theta
+
+
+def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    """The greedy policy, for evaluation: the most likely action, or the Gaussian's mean."""
+    return agent.greedy(obs)
+
+
+# ----------------------------------------------------------------------------- training
+def train(args: Args, agent: nn.Module, run: Run) -> None:
+    env, device, discrete = make_env(args), run.device, agent.discrete
+    params = list(agent.net.parameters()) + [agent.log_std] + (list(agent.critic.parameters()) if args.baseline else [])
+    # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
+    optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)
+    # storage for one batch of whole episodes, preallocated: it can never hold more steps than this
+    cap, obs_dim = args.episodes_per_update * env.spec.max_episode_steps, env.observation_space.shape[0]
+    obs_buf = np.zeros((cap, obs_dim), dtype=np.float32)
+    act_shape, act_type = ((cap,), np.int64) if discrete else ((cap, env.action_space.shape[0]), np.float32)
+    act_buf = np.zeros(act_shape, dtype=act_type)
+    ret_buf = np.zeros(cap, dtype=np.float32)
+
+    def env_action(action: torch.Tensor) -> int | np.ndarray:
+        a = action.cpu().numpy()
+        return int(a) if discrete else np.clip(a, env.action_space.low, env.action_space.high)
+
+    obs, _ = env.reset(seed=args.seed)
+    env.action_space.seed(args.seed)
+    global_step = 0
+    while global_step < args.total_timesteps:
+        n = 0
+        for _episode in range(args.episodes_per_update):  # [REINFORCE 2] a batch of episodes
+            ep_start, rewards, done = n, [], False
+            while not done:  # [REINFORCE 3] t = 0 .. T-1
+                obs_buf[n] = obs  # [REINFORCE 4] observe s^t
+                with torch.inference_mode():  # [REINFORCE 5] a^t ~ pi(.|s^t; phi)
+                    action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                act_buf[n] = action.cpu().numpy()
+                # [REINFORCE 6] apply a^t, observe r^t and s^{t+1}
+                obs, reward, terminated, truncated, _ = env.step(env_action(action))
+                rewards.append(float(reward))
+                n += 1
+                global_step += 1
+                truncated = truncated or global_step >= args.total_timesteps  # the budget cuts too
+                done = terminated or truncated
+            bootstrap = 0.0  # a truncated episode continues past the limit: estimate the rest with V
+            if truncated and not terminated and args.baseline:
+                with torch.inference_mode():
+                    bootstrap = float(agent.critic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
+            ret_buf[ep_start:n] = returns_to_go(np.array(rewards), args.gamma, bootstrap)
+            run.log_episode(global_step, sum(rewards), len(rewards))
+            obs, _ = env.reset()
+            if global_step >= args.total_timesteps:
+                break
+
+        # [REINFORCE 7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = args.learning_rate * max(0.0, 1.0 - global_step / args.total_timesteps)
+        b_obs = torch.as_tensor(obs_buf[:n], device=device)
+        b_act = torch.as_tensor(act_buf[:n], device=device)
+        b_ret = torch.as_tensor(ret_buf[:n], device=device)
+        logp = agent.log_prob(b_obs, b_act)
+        if args.baseline:
+            values = agent.critic(b_obs).squeeze(-1)
+            baseline_loss = (b_ret - values).pow(2).mean()
+            weights = b_ret - values.detach()
+        else:
+            baseline_loss, weights = torch.zeros((), device=device), b_ret
+        if args.norm_adv and n > 1:
+            weights = (weights - weights.mean()) / (weights.std() + 1e-8)
+        policy_loss = reinforce_loss(logp, weights)
+        # [REINFORCE 8] update phi (and theta)
+        optimizer.zero_grad(set_to_none=True)
+        (policy_loss + 0.5 * baseline_loss).backward()
+        if args.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
+        optimizer.step()
+        run.writer.add_scalar("losses/policy_loss", policy_loss.item(), global_step)
+        run.writer.add_scalar("losses/baseline_loss", baseline_loss.item(), global_step)
+        if run.tick(global_step):
+            break
+    env.close()
+
+
+# ====================================================================== run block: the same in every deep file
+# Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
+# test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
+# checkpoints, Ctrl-C and the summary. It reads the data above (ACTION_SPACES, POSITIVE, ...) and calls
+# make_agent, act and train. A reader of the slides can stop here.
+SCRIPT = os.path.basename(__file__)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def warn(message: str) -> None:
+    print(f"{SCRIPT}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
+    """The env by id, checked against what this file takes, with a time limit if it has none."""
     try:
-        env = gym.make(env_id)
+        if ENV_MAKERS and args.env_id not in ENV_MAKERS:
+            raise gym.error.Error(f"{SCRIPT} runs {', '.join(ENV_MAKERS)}")
+        make = ENV_MAKERS.get(args.env_id, lambda args, render_mode: gym.make(args.env_id, render_mode=render_mode))
+        env = make(args, render_mode)
+    except gym.error.DependencyNotInstalled as e:  # a registered env whose extra is missing (box2d, mujoco)
+        raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
     except gym.error.Error as e:
-        raise UsageError(f"unknown env id {env_id!r} ({e}). Try CartPole-v1 or Pendulum-v1.") from None
-    act = env.action_space
-    if not isinstance(act, gym.spaces.Discrete) and not (isinstance(act, gym.spaces.Box) and len(act.shape) == 1):
+        raise UsageError(f"unknown env id {args.env_id!r} ({e}).") from None
+    obs, act, problem = env.observation_space, env.action_space, ""
+    if not isinstance(act, ACTION_SPACES) or (isinstance(act, gym.spaces.Box) and len(act.shape) != RANK):
+        kinds = " or ".join((f"{RANK}-D " if t is gym.spaces.Box else "") + t.__name__ for t in ACTION_SPACES)
+        problem = f"{SCRIPT} needs a {kinds} action space; {args.env_id} has {act}. {OTHERWISE}"
+    elif not isinstance(obs, gym.spaces.Box) or len(obs.shape) != RANK:
+        hint = "Use tabular_q.py for Discrete observations." if isinstance(obs, gym.spaces.Discrete) else ""
+        hint = "Images need a convolutional network, which this file lacks." if len(obs.shape) > RANK + 1 else hint
+        problem = f"{SCRIPT} takes vector observations (a Box of rank {RANK}); {args.env_id} has {obs}. {hint}"
+    if problem:
         env.close()
-        raise UsageError(f"{SCRIPT} needs a Discrete or a 1-D Box action space; {env_id} has {act}.")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        env.close()
-        raise UsageError(
-            f"{SCRIPT} needs flat Box (vector) observations; {env_id} has {env.observation_space}. "
-            "Use tabular_q.py for Discrete observations."
-        )
+        raise UsageError(problem.strip())
     if env.spec is None or env.spec.max_episode_steps is None:
-        env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=args.max_episode_steps)
     return env
 
 
 def check_args(args: Args) -> None:
-    positive = (
-        "total_timesteps",
-        "learning_rate",
-        "episodes_per_update",
-        "max_grad_norm",
-        "max_episode_steps",
-        "eval_episodes",
-        "num_threads",
-    )
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    if not 0.0 <= args.gamma <= 1.0:
-        raise UsageError(f"--gamma must lie in [0, 1], got {args.gamma}.")
-    if min(args.hidden_sizes, default=1) <= 0 or args.eval_frequency < 0:
-        raise UsageError("--hidden-sizes must be positive and --eval-frequency >= 0.")
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
+    for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
+        values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
+        if name in FRACTIONS and not all(0.0 <= v <= 1.0 for v in values):
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}.")
+        if any(v <= 0 for v in values) if name in positive else any(v < 0 for v in values):
+            need = "positive" if name in positive else ">= 0"
+            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {getattr(args, name)}.")
+    rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only}
+    for message, holds in rules.items():
+        if not holds(args):
+            raise UsageError(message + ".")
 
 
-def new_run_dir(args: Args) -> str:
-    stamp = int(time.time())
-    while True:  # never reuse a directory: bump the stamp until the name is free
-        path = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}")
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            stamp += 1
+class Run:
+    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
+    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
 
+    def __init__(self, args: Args, agent: nn.Module, device: torch.device, target: float | None) -> None:
+        self.args, self.agent, self.device, self.target = args, agent, device, target
+        stamp = int(time.time())
+        while True:  # never reuse a run directory: makedirs fails if another run holds the name
+            try:
+                os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
+                break
+            except FileExistsError:
+                stamp += 1
+        self.dir, self.writer = name, SummaryWriter(name)
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.final_step, self.step, self.stop, self.next_eval = args.total_timesteps, 0, False, args.eval_frequency
+        self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
+        self.start = self.last_print = time.perf_counter()
+        print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
+        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
+            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
 
-def to_env_action(action: torch.Tensor, space: gym.Space) -> int | np.ndarray:
-    a = action.cpu().numpy()
-    return int(a) if isinstance(space, gym.spaces.Discrete) else np.clip(a, space.low, space.high)
+    def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
+        if steps != self.args.total_timesteps:
+            warn(f"training {steps:,} steps, not --total-timesteps {self.args.total_timesteps:,}: {why}")
+        self.final_step = steps
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def log_episode(self, step: int, episodic_return: float, length: int) -> None:
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", length, step)
+        self.recent.append(float(episodic_return))
+
+    def record_eval(self, step: int, seconds: float, returns: list[float]) -> None:
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.writer.add_scalar("eval/episodic_return", mean, step)
+        self.evals.append([step, round(seconds, 3), mean, std])
+        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
+        print(f"eval at step {step:,}: {mean:.2f} ± {std:.2f} over {len(returns)} episodes{met}", flush=True)
+
+    def tick(self, step: int) -> bool:
+        """The end of a pass of the loop at env step `step`: evaluate when due, print progress every 2 s.
+        True once Ctrl-C was pressed: the loop then breaks, where no step is half done."""
+        self.step = step
+        if self.next_eval and self.final_step > step >= self.next_eval:
+            self.next_eval += self.args.eval_frequency
+            t0 = time.perf_counter()
+            returns = evaluate(self.agent, self.args, self.device)
+            self.eval_seconds += time.perf_counter() - t0
+            self.record_eval(step, self.seconds(), returns)
+        if (now := time.perf_counter()) - self.last_print > 2.0 or step >= self.final_step:
+            sps, self.last_print = step / max(self.seconds(), 1e-9), now
+            self.writer.add_scalar("charts/SPS", int(sps), step)
+            recent = f"{np.mean(self.recent):.2f} (mean of last {len(self.recent)} episodes)" if self.recent else "-"
+            print(f"step {step:,}/{self.final_step:,} ({100 * step / self.final_step:.0f}%)  return {recent}  "
+                  f"SPS {sps:,.0f}  ETA {max(self.final_step - step, 0) / sps:.0f}s", flush=True)
+        return self.stop
 
 
 @torch.inference_mode()
-def evaluate(policy: Policy, args: Args, device: torch.device) -> list[float]:
-    """Greedy (argmax / mean) actions on a fresh env; episode i is seeded apart from training."""
-    env = make_env(args.env_id, args.max_episode_steps)
-    returns = []
+def evaluate(agent: nn.Module, args: Args, device: torch.device, video_dir: str | None = None) -> list[float]:
+    """`act` above for --eval-episodes episodes on a fresh env, episode i seeded apart from training with
+    seed + 10,000 (i + 1); with video_dir, every episode is filmed there as mp4."""
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda i: True, name_prefix="eval")
+    space, returns = env.action_space, []
     for i in range(args.eval_episodes):
         obs, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
         done, total = False, 0.0
         while not done:
-            action = policy.greedy(torch.as_tensor(obs, dtype=torch.float32, device=device))
-            obs, r, terminated, truncated, _ = env.step(to_env_action(action, env.action_space))
-            total += float(r)
-            done = terminated or truncated
-        returns.append(total)
+            action = act(agent, torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
+            action = int(action) if isinstance(space, gym.spaces.Discrete) else np.clip(action, space.low, space.high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, done = total + np.asarray(reward, dtype=np.float64), terminated or truncated  # maddpg: per agent
+        returns.append(float(np.mean(total)))
     env.close()
     return returns
 
 
-@contextmanager
-def ctrl_c_stops() -> Iterator[list[bool]]:
-    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
-    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
-    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
-    pressed: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        pressed.append(True)
-        if len(pressed) > 1:
-            raise KeyboardInterrupt
-
-    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
-    install = (
-        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    )
-    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+def load_checkpoint(args: Args) -> dict:
+    """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones."""
     try:
-        yield pressed
-    finally:
-        if install:
-            signal.signal(signal.SIGINT, previous)
+        ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
+        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
+    if (saved := ckpt["args"]["env_id"]) != args.env_id:
+        raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
+    for name in ARCHITECTURE:
+        setattr(args, name, type(getattr(args, name))(ckpt["args"][name]))
+    return ckpt
 
 
-# ----------------------------------------------------------------------------- main
 def main(args: Args) -> dict:
     check_args(args)
-    env = make_env(args.env_id, args.max_episode_steps)
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
-    obs_dim = env.observation_space.shape[0]
-    act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
-    target_return = (
-        args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
-    )
+    env = make_env(args)  # checks the spaces before anything is written
+    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
     if args.cuda and not torch.cuda.is_available():
-        print(f"{SCRIPT}: warning: --cuda given but CUDA is not available; running on CPU", file=sys.stderr)
+        warn("--cuda given but CUDA is not available; running on CPU")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.num_threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.torch_deterministic:  # CPU runs are deterministic anyway; this pins the GPU's kernels too
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    run_dir = new_run_dir(args)
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-
-    # [REINFORCE 1] policy phi and baseline theta
-    policy = Policy(obs_dim, act_dim, discrete, args.hidden_sizes).to(device)
-    critic = mlp([obs_dim, *args.hidden_sizes, 1], 1.0).to(device)
-    params = list(policy.parameters()) + (list(critic.parameters()) if args.baseline else [])
-    # fused: one kernel step for all parameters (measured ~20% faster per update on CPU)
-    optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)
-
-    # storage for one batch of whole episodes, preallocated: it can never hold more steps than this
-    cap = args.episodes_per_update * env.spec.max_episode_steps
-    obs_buf = np.zeros((cap, obs_dim), dtype=np.float32)
-    act_buf = np.zeros((cap,) if discrete else (cap, act_dim), dtype=np.int64 if discrete else np.float32)
-    ret_buf = np.zeros(cap, dtype=np.float32)
-
-    obs, _ = env.reset(seed=args.seed)
-    env.action_space.seed(args.seed)
-    recent: list[float] = []
-    global_step, updates, eval_seconds = 0, 0, 0.0
-    solved_step = solved_seconds = None
-    next_eval = args.eval_frequency or None
-    start = last_print = time.perf_counter()
-    with ctrl_c_stops() as stop:
-        while global_step < args.total_timesteps:
-            n = 0
-            for _episode in range(args.episodes_per_update):  # [REINFORCE 2] a batch of episodes
-                ep_start, rewards, done = n, [], False
-                while not done:  # [REINFORCE 3] t = 0 .. T-1
-                    obs_buf[n] = obs  # [REINFORCE 4] observe s^t
-                    with torch.inference_mode():  # [REINFORCE 5] a^t ~ pi(.|s^t; phi)
-                        action = policy.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                    act_buf[n] = action.cpu().numpy()
-                    # [REINFORCE 6] apply a^t, observe r^t and s^{t+1}
-                    obs, reward, terminated, truncated, _ = env.step(to_env_action(action, env.action_space))
-                    rewards.append(float(reward))
-                    n += 1
-                    global_step += 1
-                    truncated = truncated or global_step >= args.total_timesteps  # the budget cuts too
-                    done = terminated or truncated
-                bootstrap = 0.0  # a truncated episode continues past the limit: estimate the rest with V
-                if truncated and not terminated and args.baseline:
-                    with torch.inference_mode():
-                        bootstrap = float(critic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
-                ret_buf[ep_start:n] = returns_to_go(np.array(rewards), args.gamma, bootstrap)
-                writer.add_scalar("charts/episodic_return", sum(rewards), global_step)
-                writer.add_scalar("charts/episodic_length", len(rewards), global_step)
-                recent = (recent + [sum(rewards)])[-20:]
-                obs, _ = env.reset()
-                if global_step >= args.total_timesteps:
-                    break
-
-            # [REINFORCE 7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = args.learning_rate * max(
-                    0.0, 1.0 - global_step / args.total_timesteps
-                )
-            b_obs = torch.as_tensor(obs_buf[:n], device=device)
-            b_act = torch.as_tensor(act_buf[:n], device=device)
-            b_ret = torch.as_tensor(ret_buf[:n], device=device)
-            logp = policy.log_prob(b_obs, b_act)
-            if args.baseline:
-                values = critic(b_obs).squeeze(-1)
-                baseline_loss = (b_ret - values).pow(2).mean()
-                weights = b_ret - values.detach()
-            else:
-                baseline_loss, weights = torch.zeros((), device=device), b_ret
-            if args.norm_adv and n > 1:
-                weights = (weights - weights.mean()) / (weights.std() + 1e-8)
-            policy_loss = reinforce_loss(logp, weights)
-            # [REINFORCE 8] update phi (and theta)
-            optimizer.zero_grad(set_to_none=True)
-            (policy_loss + 0.5 * baseline_loss).backward()
-            nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
-            optimizer.step()
-            updates += 1
-            writer.add_scalar("losses/policy_loss", policy_loss.item(), global_step)
-            writer.add_scalar("losses/baseline_loss", baseline_loss.item(), global_step)
-
-            if next_eval is not None and global_step >= next_eval and global_step < args.total_timesteps:
-                next_eval += args.eval_frequency
-                t0 = time.perf_counter()
-                mean_eval = float(np.mean(evaluate(policy, args, device)))
-                eval_seconds += time.perf_counter() - t0
-                writer.add_scalar("eval/episodic_return", mean_eval, global_step)
-                if solved_step is None and target_return is not None and mean_eval >= target_return:
-                    solved_step, solved_seconds = global_step, time.perf_counter() - start - eval_seconds
-            now = time.perf_counter()
-            if now - last_print > 2.0 or global_step >= args.total_timesteps:
-                sps = global_step / (now - start - eval_seconds)
-                writer.add_scalar("charts/SPS", int(sps), global_step)
-                print(
-                    f"step {global_step}/{args.total_timesteps} ({100 * global_step / args.total_timesteps:.0f}%) "
-                    f"return(20) {np.mean(recent):.1f} SPS {sps:.0f} "
-                    f"ETA {max(args.total_timesteps - global_step, 0) / sps:.0f}s",
-                    flush=True,
-                )
-                last_print = now
-            if stop:  # Ctrl-C: leave here, where no step is half done
-                break
-    interrupted = bool(stop)
-    train_seconds = time.perf_counter() - start - eval_seconds
+    torch.use_deterministic_algorithms(args.torch_deterministic, warn_only=True)
+    ckpt = load_checkpoint(args) if args.load_model else None
+    agent = make_agent(args, env).to(device)
     env.close()
-    sps = global_step / max(train_seconds, 1e-9)
-    writer.add_scalar("charts/SPS", int(sps), global_step)
+    if ckpt is not None:
+        agent.load_state_dict(ckpt["agent"])
+    run = Run(args, agent, device, target)
 
-    eval_returns = [] if interrupted else evaluate(policy, args, device)
-    if eval_returns:
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-        if solved_step is None and target_return is not None and np.mean(eval_returns) >= target_return:
-            solved_step, solved_seconds = global_step, train_seconds
-    if args.save_model:
-        torch.save(
-            {"policy": policy.state_dict(), "baseline": critic.state_dict(), "args": asdict(args)},
-            os.path.join(run_dir, f"{args.exp_name}.pt"),
-        )
-    writer.close()
-    return {
-        "algo": SCRIPT[:-3],
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "total_timesteps": global_step,
-        "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "train_seconds": round(train_seconds, 3),
-        "sps": round(sps, 1),
-        "run_dir": run_dir,
-        "interrupted": interrupted,
-        "target_return": target_return,
-        "solved_step": solved_step,
-        "solved_seconds": None if solved_seconds is None else round(solved_seconds, 3),
-    }
+    def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
+        if run.stop:
+            raise KeyboardInterrupt
+        run.stop = True
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    catch = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if catch else None
+    try:
+        if not args.eval_only:
+            train(args, agent, run)
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous)
+    train_seconds = run.seconds() if not args.eval_only else 0.0
+    sps = run.step / max(train_seconds, 1e-9)
+    run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
+    returns = [] if run.stop else evaluate(agent, args, device, video_dir)
+    if returns:
+        run.record_eval(run.step, train_seconds, returns)
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.pt") if args.save_model else None
+    if checkpoint:
+        torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
+    run.writer.close()
+    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
+    mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
+    words = [f"greedy eval {mean:.2f} ± {std:.2f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
+    if run.target is not None and not args.eval_only:
+        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
+    words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
+    print(f"{SCRIPT}: " + "; ".join(words), flush=True)
+    return {"algo": SCRIPT[:-3], "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
+            "eval_return_mean": mean, "eval_return_std": std, "train_seconds": round(train_seconds, 3),
+            "sps": round(sps, 1), "run_dir": run.dir, "interrupted": run.stop, "target_return": run.target,
+            "first_met_step": met[0][0] if met else None, "evals": run.evals, "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":
@@ -424,7 +489,7 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

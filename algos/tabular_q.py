@@ -2,8 +2,9 @@
 
 Both keep a table Q[s, a] and nudge one entry per step towards a one-step TD target:
 Q-learning (off-policy) bootstraps on the best next action, SARSA (on-policy) on the
-next action it will actually take. Follows slides/001 ("Temporal Difference Methods -
-SARSA" and "Q-Learning Algorithm Pseudocode"). Numbering below is ours, in slide order:
+next action it will actually take. Follows the MLMU "Reinforcement Learning" talk (parts I-III),
+slides "Temporal Difference Methods - SARSA" and "Q-Learning Algorithm Pseudocode". Numbering
+below is ours, in slide order:
 
     1. Initialise Q(s, a) = 0 for every state and action (terminal states stay 0).
     2. For every episode i: set epsilon_i from the decay schedule; observe S_0.
@@ -21,6 +22,7 @@ Examples:
     python algos/tabular_q.py --env-id CliffWalking-v1 --total-episodes 500
     python algos/tabular_q.py --env-id CliffWalking-v1 --algo sarsa --total-episodes 1000 \
         --start-e 0.1 --end-e 0.1 --learning-rate 0.5 --end-learning-rate 0.01 --gamma 1.0
+    python algos/tabular_q.py --save-model, then --load-model runs/<run>/tabular_q.npz --eval-only --capture-video
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -44,14 +45,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    env_id: str = "FrozenLake-v1"
-    """gymnasium id of an env with Discrete observations and actions"""
     algo: Literal["q-learning", "sarsa"] = "q-learning"
     """TD control rule: off-policy Q-learning (Sarsamax) or on-policy SARSA"""
-    seed: int = 1
-    """seed of the env, the exploration and the evaluation"""
-    total_episodes: int = 20_000
-    """training budget, in episodes"""
     learning_rate: float = 0.1
     """step size alpha at the start of training"""
     end_learning_rate: float = 0.005
@@ -64,26 +59,41 @@ class Args:
     """epsilon after the decay"""
     exploration_fraction: float = 0.5
     """fraction of the episodes over which epsilon decays linearly"""
-    max_episode_steps: int = 500
-    """time limit applied only to envs that have none (e.g. CliffWalking-v1)"""
-    eval_episodes: int = 10
-    """greedy evaluation episodes (after training and at each periodic evaluation)"""
+    # the run: the same knobs as in every file, counted in episodes
+    env_id: str = "FrozenLake-v1"
+    """gymnasium id of an env with Discrete observations and actions"""
+    seed: int = 1
+    """seed of the env, the exploration and the evaluation"""
+    total_episodes: int = 20_000
+    """training budget, in episodes"""
     eval_frequency: int = 2_000
     """episodes between periodic greedy evaluations (0: only at the end)"""
+    eval_episodes: int = 10
+    """greedy evaluation episodes (after training and at each periodic evaluation)"""
     target_return: float | None = None
-    """return that counts as solved, for the episodes-to-threshold record (default: the env's)"""
+    """mean eval return that counts as solved (default: the env's reward_threshold)"""
+    max_episode_steps: int = 500
+    """time limit for envs that have none (e.g. CliffWalking-v1)"""
+    torch_deterministic: bool = True
+    """accepted for a uniform CLI; numpy runs are always deterministic"""
     log_dir: str = "runs"
     """root folder of the run directories"""
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """experiment name, part of the run directory"""
-    torch_deterministic: bool = True
-    """accepted for a uniform CLI; numpy runs are always deterministic"""
     save_model: bool = False
-    """save the Q-table to {run_dir}/{exp_name}.npz"""
+    """save the Q-table and args to {run_dir}/{exp_name}.npz (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this Q-table of --save-model"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded Q-table, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+# What the run block below the marker checks before anything runs.
+POSITIVE = ("learning_rate", "end_learning_rate")
+NON_NEGATIVE: tuple[str, ...] = ()
+FRACTIONS = ("gamma", "start_e", "end_e", "exploration_fraction")
 
 
 # ----------------------------------------------------------------------------- math
@@ -119,18 +129,78 @@ def epsilon_greedy(q_row: np.ndarray, epsilon: float, rng: np.random.Generator) 
     return int(best[0] if len(best) == 1 else rng.choice(best))
 
 
-# ----------------------------------------------------------------------------- set-up
-def make_env(args: Args) -> gym.Env:
+def make_agent(args: Args, env: gym.Env) -> np.ndarray:
+    """[TD 1] Q(s, a) = 0 everywhere; terminal rows are never updated, so they stay 0."""
+    return np.zeros((env.observation_space.n, env.action_space.n), dtype=np.float64)
+
+
+def act(q: np.ndarray, s: int) -> int:
+    """Step 8, the greedy policy, for evaluation."""
+    return int(q[s].argmax())
+
+
+# ----------------------------------------------------------------------------- training
+def train(args: Args, q: np.ndarray, run: Run) -> None:
+    env, rng, sarsa = make_env(args), np.random.default_rng(args.seed), args.algo == "sarsa"
+    env.action_space.seed(args.seed)
+    global_step = 0
+    for episode in range(args.total_episodes):
+        # [TD 2] epsilon_i and alpha_i for this episode; observe S_0
+        epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_episodes, episode)
+        alpha = linear_schedule(args.learning_rate, args.end_learning_rate, args.total_episodes, episode)
+        s, _ = env.reset(seed=args.seed if episode == 0 else None)
+        a = epsilon_greedy(q[s], epsilon, rng)  # [TD 3] (SARSA's A_0; Q-learning reuses it as A_t)
+        ep_return, ep_len, abs_td, done = 0.0, 0, 0.0, False
+        while not done:
+            # [TD 4] take A_t, observe R_{t+1}, S_{t+1}
+            s_next, r, terminated, truncated, _ = env.step(a)
+            # [TD 5] SARSA picks A_{t+1} before updating; Q-learning picks it after (same draw count)
+            a_next = epsilon_greedy(q[s_next], epsilon, rng) if sarsa else -1
+            target = td_target(q, float(r), s_next, a_next, terminated, args.gamma, args.algo)
+            # [TD 6] move Q(S_t, A_t) towards the target
+            abs_td += abs(td_update(q, s, a, target, alpha))
+            if not sarsa:
+                a_next = epsilon_greedy(q[s_next], epsilon, rng)  # [TD 3] next A_t from the updated Q
+            # [TD 7] t <- t + 1 until terminal or truncated
+            s, a = s_next, a_next
+            ep_return, ep_len, global_step = ep_return + float(r), ep_len + 1, global_step + 1
+            done = terminated or truncated
+        run.log_episode(global_step, ep_return, ep_len)
+        run.writer.add_scalar("losses/td_error", abs_td / ep_len, global_step)
+        run.writer.add_scalar("charts/epsilon", epsilon, global_step)
+        if run.tick(episode + 1, global_step):
+            break
+    env.close()
+
+
+# ====================================================================== run block: the same in every deep file
+# Below this line: the run block of the deep files, in the same order and with the same names, without
+# torch and counting episodes (a test compares what it can): env and args checks, run directory,
+# TensorBoard, progress, evaluation, video, checkpoints, Ctrl-C and the summary. A reader of the slides
+# can stop here.
+SCRIPT = os.path.basename(__file__)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def warn(message: str) -> None:
+    print(f"{SCRIPT}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
+    """The env by id, checked against what this file takes, with a time limit if it has none."""
     try:
-        env = gym.make(args.env_id)
+        env = gym.make(args.env_id, render_mode=render_mode)
+    except gym.error.DependencyNotInstalled as e:
+        raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
     except gym.error.Error as e:
         raise UsageError(f"unknown env id {args.env_id!r} ({e}). Try FrozenLake-v1 or CliffWalking-v1.") from None
-    if not isinstance(env.observation_space, gym.spaces.Discrete) or not isinstance(
-        env.action_space, gym.spaces.Discrete
-    ):
+    if not all(isinstance(space, gym.spaces.Discrete) for space in (env.observation_space, env.action_space)):
         env.close()
         raise UsageError(
-            f"tabular_q.py needs Discrete observation and action spaces; {args.env_id} has "
+            f"{SCRIPT} needs Discrete observation and action spaces; {args.env_id} has "
             f"observations {env.observation_space} and actions {env.action_space}. "
             "Use dqn.py (Discrete actions) or ppo.py / ddpg.py (continuous)."
         )
@@ -140,184 +210,165 @@ def make_env(args: Args) -> gym.Env:
 
 
 def check_args(args: Args) -> None:
-    for name in ("total_episodes", "learning_rate", "end_learning_rate", "eval_episodes", "max_episode_steps"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
-    if args.eval_frequency < 0:
-        raise UsageError(f"--eval-frequency must be >= 0, got {args.eval_frequency}.")
-    if not 0.0 <= args.gamma <= 1.0:
-        raise UsageError(f"--gamma must lie in [0, 1], got {args.gamma}.")
-    for name in ("start_e", "end_e", "exploration_fraction"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}.")
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS) and the run's own."""
+    positive = (*POSITIVE, "total_episodes", "eval_episodes", "max_episode_steps")
+    for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
+        value = getattr(args, name)
+        if name in FRACTIONS and not 0.0 <= value <= 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {value}.")
+        if value <= 0 if name in positive else value < 0:
+            need = "positive" if name in positive else ">= 0"
+            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {value}.")
+    if args.eval_only and not args.load_model:
+        raise UsageError("--eval-only needs --load-model PATH.")
 
 
-def new_run_dir(args: Args) -> str:
-    stamp = int(time.time())
-    while True:  # never reuse a directory: bump the stamp until the name is free
-        path = os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}")
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            stamp += 1
+class Run:
+    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
+    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
+
+    def __init__(self, args: Args, agent: np.ndarray, target: float | None) -> None:
+        self.args, self.agent, self.target = args, agent, target
+        stamp = int(time.time())
+        while True:  # never reuse a run directory: makedirs fails if another run holds the name
+            try:
+                os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
+                break
+            except FileExistsError:
+                stamp += 1
+        self.dir, self.writer = name, SummaryWriter(name)
+        table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+        self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        self.final_episode, self.episode, self.step, self.stop = args.total_episodes, 0, 0, False
+        self.next_eval = args.eval_frequency
+        self.recent, self.evals, self.eval_seconds = deque(maxlen=100), [], 0.0  # evals: [step, s, mean, std]
+        self.start = self.last_print = time.perf_counter()
+        print(f"{SCRIPT} {args.algo} {args.env_id} seed {args.seed}: {name}", f"(tensorboard --logdir {args.log_dir})")
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def log_episode(self, step: int, episodic_return: float, length: int) -> None:
+        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
+        self.writer.add_scalar("charts/episodic_length", length, step)
+        self.recent.append(float(episodic_return))
+
+    def record_eval(self, step: int, seconds: float, returns: list[float]) -> None:
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        self.writer.add_scalar("eval/episodic_return", mean, step)
+        self.evals.append([step, round(seconds, 3), mean, std])
+        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
+        print(f"eval at step {step:,}: {mean:.3f} ± {std:.3f} over {len(returns)} episodes{met}", flush=True)
+
+    def tick(self, episode: int, step: int) -> bool:
+        """The end of episode `episode`, at env step `step`: evaluate when due, print progress every 2 s.
+        True once Ctrl-C was pressed: the loop then breaks, where no step is half done."""
+        self.episode, self.step = episode, step
+        if self.next_eval and self.final_episode > episode >= self.next_eval:
+            self.next_eval += self.args.eval_frequency
+            t0 = time.perf_counter()
+            returns = evaluate(self.agent, self.args)
+            self.eval_seconds += time.perf_counter() - t0
+            self.record_eval(step, self.seconds(), returns)
+        if (now := time.perf_counter()) - self.last_print > 2.0 or episode >= self.final_episode:
+            sps, self.last_print, done = step / max(self.seconds(), 1e-9), now, episode / self.final_episode
+            self.writer.add_scalar("charts/SPS", int(sps), step)
+            print(f"episode {episode:,}/{self.final_episode:,} ({100 * done:.0f}%) step {step:,}  return "
+                  f"{np.mean(self.recent):.3f} (mean of last {len(self.recent)} episodes)  SPS {sps:,.0f}  "
+                  f"ETA {self.seconds() * (1 - done) / done:.0f}s", flush=True)
+        return self.stop
 
 
-def evaluate(q: np.ndarray, args: Args) -> list[float]:
-    """Step 8: greedy policy on fresh envs seeded apart from training."""
-    env = make_env(args)
+def evaluate(agent: np.ndarray, args: Args, video_dir: str | None = None) -> list[float]:
+    """`act` above for --eval-episodes episodes on a fresh env, episode i seeded apart from training with
+    seed + 10,000 (i + 1); with video_dir, every episode is filmed there as mp4."""
+    env = make_env(args, render_mode="rgb_array" if video_dir else None)
+    if video_dir:
+        env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda i: True, name_prefix="eval")
     returns = []
     for i in range(args.eval_episodes):
         s, _ = env.reset(seed=args.seed + 10_000 * (i + 1))
         done, total = False, 0.0
         while not done:
-            s, r, terminated, truncated, _ = env.step(int(q[s].argmax()))
-            total += float(r)
-            done = terminated or truncated
+            s, reward, terminated, truncated, _ = env.step(act(agent, s))
+            total, done = total + float(reward), terminated or truncated
         returns.append(total)
     env.close()
     return returns
 
 
-@contextmanager
-def ctrl_c_stops() -> Iterator[list[bool]]:
-    """Inside the block Ctrl-C only appends to the yielded list, which the loop checks once per pass. A
-    KeyboardInterrupt raised mid-call instead can cut TensorBoard's writer queue between an enqueue and its
-    notify, and writer.close() then waits out the 120 s flush timer. A second Ctrl-C raises as usual."""
-    pressed: list[bool] = []
-
-    def on_sigint(signum: int, frame: object) -> None:
-        pressed.append(True)
-        if len(pressed) > 1:
-            raise KeyboardInterrupt
-
-    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
-    install = (
-        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    )
-    previous = signal.signal(signal.SIGINT, on_sigint) if install else None
+def load_checkpoint(args: Args) -> dict:
+    """A Q-table of --save-model (.npz)."""
     try:
-        yield pressed
-    finally:
-        if install:
-            signal.signal(signal.SIGINT, previous)
+        ckpt = dict(np.load(args.load_model))
+        saved = json.loads(str(ckpt["args"]))
+    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
+        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    if saved["env_id"] != args.env_id:
+        raise UsageError(f"--load-model {args.load_model} was trained on {saved['env_id']}: "
+                         f"add --env-id {saved['env_id']}.")
+    return ckpt
 
 
-# ----------------------------------------------------------------------------- main
 def main(args: Args) -> dict:
     check_args(args)
-    env = make_env(args)
-    run_dir = new_run_dir(args)
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
-    )
-    rng = np.random.default_rng(args.seed)
-    env.action_space.seed(args.seed)
-    sarsa = args.algo == "sarsa"
-    target_return = (
-        args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
-    )
-    solved_step = solved_seconds = None
-    eval_seconds = 0.0
-
-    # [TD 1] Q(s, a) = 0 everywhere; terminal rows are never updated, so they stay 0
-    q = np.zeros((env.observation_space.n, env.action_space.n), dtype=np.float64)
-
-    global_step, recent = 0, []
-    start = last_print = time.perf_counter()
-    episode = 0
-    with ctrl_c_stops() as stop:
-        for episode in range(args.total_episodes):
-            # [TD 2] epsilon_i and alpha_i for this episode; observe S_0
-            frac_e = args.exploration_fraction * args.total_episodes
-            epsilon = linear_schedule(args.start_e, args.end_e, frac_e, episode)
-            alpha = linear_schedule(args.learning_rate, args.end_learning_rate, args.total_episodes, episode)
-            s, _ = env.reset(seed=args.seed if episode == 0 else None)
-            a = epsilon_greedy(q[s], epsilon, rng)  # [TD 3] (SARSA's A_0; Q-learning reuses it as A_t)
-            ep_return, ep_len, abs_td, done = 0.0, 0, 0.0, False
-            while not done:
-                # [TD 4] take A_t, observe R_{t+1}, S_{t+1}
-                s_next, r, terminated, truncated, _ = env.step(a)
-                # [TD 5] SARSA picks A_{t+1} before updating; Q-learning picks it after (same draw count)
-                a_next = epsilon_greedy(q[s_next], epsilon, rng) if sarsa else -1
-                target = td_target(q, float(r), s_next, a_next, terminated, args.gamma, args.algo)
-                # [TD 6] move Q(S_t, A_t) towards the target
-                abs_td += abs(td_update(q, s, a, target, alpha))
-                if not sarsa:
-                    a_next = epsilon_greedy(q[s_next], epsilon, rng)  # [TD 3] next A_t from the updated Q
-                # [TD 7] t <- t + 1 until terminal or truncated
-                s, a = s_next, a_next
-                ep_return += float(r)
-                ep_len += 1
-                global_step += 1
-                done = terminated or truncated
-
-            writer.add_scalar("charts/episodic_return", ep_return, global_step)
-            writer.add_scalar("charts/episodic_length", ep_len, global_step)
-            writer.add_scalar("losses/td_error", abs_td / ep_len, global_step)
-            writer.add_scalar("charts/epsilon", epsilon, global_step)
-            recent = (recent + [ep_return])[-100:]
-            if args.eval_frequency and (episode + 1) % args.eval_frequency == 0 and episode + 1 < args.total_episodes:
-                t0 = time.perf_counter()
-                mean_eval = float(np.mean(evaluate(q, args)))
-                eval_seconds += time.perf_counter() - t0
-                writer.add_scalar("eval/episodic_return", mean_eval, global_step)
-                if solved_step is None and target_return is not None and mean_eval >= target_return:
-                    solved_step, solved_seconds = global_step, time.perf_counter() - start - eval_seconds
-            now = time.perf_counter()
-            if now - last_print > 2.0 or episode == args.total_episodes - 1:
-                sps = int(global_step / (now - start - eval_seconds))
-                writer.add_scalar("charts/SPS", sps, global_step)
-                done_frac = (episode + 1) / args.total_episodes
-                eta = (now - start - eval_seconds) * (1 - done_frac) / done_frac
-                print(
-                    f"episode {episode + 1}/{args.total_episodes} ({100 * done_frac:.0f}%) step {global_step} "
-                    f"return(100) {np.mean(recent):.3f} SPS {sps} ETA {eta:.0f}s",
-                    flush=True,
-                )
-                last_print = now
-            if stop:  # Ctrl-C: leave here, where no step is half done
-                break
-    interrupted = bool(stop)
-    train_seconds = time.perf_counter() - start - eval_seconds
+    env = make_env(args)  # checks the spaces before anything is written
+    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
+    ckpt = load_checkpoint(args) if args.load_model else None
+    q = make_agent(args, env)
     env.close()
-    sps = global_step / max(train_seconds, 1e-9)
-    writer.add_scalar("charts/SPS", int(sps), global_step)
+    if ckpt is not None:
+        if ckpt["q"].shape != q.shape:
+            raise UsageError(f"--load-model {args.load_model} holds a {ckpt['q'].shape} table, not {q.shape}.")
+        q[:] = ckpt["q"]
+    run = Run(args, q, target)
 
-    eval_returns = [] if interrupted else evaluate(q, args)
-    if eval_returns:
-        writer.add_scalar("eval/episodic_return", float(np.mean(eval_returns)), global_step)
-        if solved_step is None and target_return is not None and np.mean(eval_returns) >= target_return:
-            solved_step, solved_seconds = global_step, train_seconds
-    if args.save_model:
-        np.savez(os.path.join(run_dir, f"{args.exp_name}.npz"), q=q, args=json.dumps(asdict(args)))
-    writer.close()
-    return {
-        "algo": f"tabular_q/{args.algo}",
-        "env_id": args.env_id,
-        "seed": args.seed,
-        "total_timesteps": global_step,
-        "total_episodes": episode + 1,
-        "eval_return_mean": float(np.mean(eval_returns)) if eval_returns else None,
-        "eval_return_std": float(np.std(eval_returns)) if eval_returns else None,
-        "train_seconds": round(train_seconds, 3),
-        "sps": round(sps, 1),
-        "run_dir": run_dir,
-        "interrupted": interrupted,
-        "target_return": target_return,
-        "solved_step": solved_step,
-        "solved_seconds": None if solved_seconds is None else round(solved_seconds, 3),
-    }
+    def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
+        if run.stop:
+            raise KeyboardInterrupt
+        run.stop = True
+
+    # only the main thread may set handlers; a SIGINT that arrives ignored (a background job) stays ignored
+    catch = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, on_ctrl_c) if catch else None
+    try:
+        if not args.eval_only:
+            train(args, q, run)
+    finally:
+        if catch:
+            signal.signal(signal.SIGINT, previous)
+    train_seconds = run.seconds() if not args.eval_only else 0.0
+    sps = run.step / max(train_seconds, 1e-9)
+    run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
+    returns = [] if run.stop else evaluate(q, args, video_dir)
+    if returns:
+        run.record_eval(run.step, train_seconds, returns)
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.npz") if args.save_model else None
+    if checkpoint:
+        np.savez(checkpoint, q=q, args=json.dumps(asdict(args)), algo=SCRIPT)
+    run.writer.close()
+    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
+    mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
+    words = [f"greedy eval {mean:.3f} ± {std:.3f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
+    if run.target is not None and not args.eval_only:
+        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
+    words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
+    print(f"{SCRIPT}: " + "; ".join(words), flush=True)
+    return {"algo": f"tabular_q/{args.algo}", "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
+            "total_episodes": run.episode, "eval_return_mean": mean, "eval_return_std": std,
+            "train_seconds": round(train_seconds, 3), "sps": round(sps, 1), "run_dir": run.dir,
+            "interrupted": run.stop, "target_return": run.target, "first_met_step": met[0][0] if met else None,
+            "evals": run.evals, "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":
     try:
         summary = main(tyro.cli(Args))
     except UsageError as err:
-        print(f"{os.path.basename(__file__)}: error: {err}", file=sys.stderr)
+        print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C outside the loop, or a second one: nothing is saved
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         sys.exit(130)
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -86,6 +86,18 @@ def test_dqn_td_target_with_and_without_terminal() -> None:
     assert y.tolist() == pytest.approx([3.7, 1.0, -0.4])
 
 
+@pytest.mark.parametrize("algo", ["dqn", "ddqn"])
+def test_q_overestimation_adds_the_bootstrap_only_at_a_time_limit(algo: str) -> None:
+    m = load_module(algo)
+    # Q(s^0) = 10; rewards 1, 1 with gamma 0.5: sum gamma^t r^t = 1.5 and gamma^T = 0.25; max_a Q(s^T, a) = 4
+    assert m.q_overestimation(10.0, 1.5, 0.25, 4.0, terminated=False) == pytest.approx(10 - 1.5 - 0.25 * 4)  # 7.5
+    assert m.q_overestimation(10.0, 1.5, 0.25, 4.0, terminated=True) == pytest.approx(8.5)  # terminal: V(s^T) = 0
+    # a perfect Q on a cut CartPole episode (r = 1, gamma 0.995, 500 steps) shows no bias: Q(s^0) = 1 / (1 - gamma)
+    g, T = 0.995, 500
+    disc = (1 - g**T) / (1 - g)
+    assert m.q_overestimation(1 / (1 - g), disc, g**T, 1 / (1 - g), terminated=False) == pytest.approx(0.0, abs=1e-9)
+
+
 @pytest.mark.parametrize("algo", ["dqn", "ddqn", "ddpg", "maddpg"])
 def test_soft_update_tau_0_half_1(algo: str) -> None:
     if algo not in PRESENT:
