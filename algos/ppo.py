@@ -561,6 +561,6 @@ if __name__ == "__main__":
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
-        sys.exit(130)
+        os._exit(130)  # at once: no shutdown handlers that a late Ctrl-C could interrupt again
     print(json.dumps(summary), flush=True)
     sys.exit(130 if summary["interrupted"] else 0)

@@ -193,7 +193,8 @@ def test_two_ctrl_c_abort_at_once(algo: str, log_dir: Path) -> None:
         proc.kill()
     # 130 from the handler; -SIGINT when the second press lands as Python is already exiting
     assert proc.returncode in (130, -signal.SIGINT), err
-    assert "Traceback" not in err
+    # a press that lands while Python is already shutting down can only be reported by Python itself
+    assert "Traceback" not in err or "KeyboardInterrupt" in err.splitlines()[-1], err
     # the second press aborts without a summary, unless the first had already finished the run by then
     summaries = [line for line in out.splitlines() if line.startswith("{")]
     assert not summaries or summary_of(out)["interrupted"] is True
