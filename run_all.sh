@@ -1,61 +1,66 @@
 #!/usr/bin/env bash
-# Run every algorithm in algos/ on its default env and gather the results into one table.
+# Run the algorithms in algos/ and gather the results into one table and one picture of learning curves.
 #
-#   ./run_all.sh                       default budgets, seeds 1 2 3
-#   ./run_all.sh --quick               a few seconds per algorithm (a smoke run; used by the tests)
+#   ./run_all.sh                       the default table: each file on its default env, seeds 1 2 3
+#   ./run_all.sh --suite               issue 11's suite: each file on the standard envs of its action space
+#   ./run_all.sh --quick               a few seconds per entry (a smoke run; used by the tests)
 #   ./run_all.sh --seeds "1 2" -j 2    pick the seeds; run two jobs at a time
-#   ./run_all.sh --only "dqn ddqn"     a subset of the algorithms
+#   ./run_all.sh --only "dqn ppo@Hopper-v5"   a subset: entry names or file names
+#   ./run_all.sh --suite --list        print the commands it would run, and run nothing
 #
-# Writes runs/results.jsonl (one summary line per run), runs/results.md (the table), logs in
-# runs/logs/, prints the table, and exits non-zero if any run failed or missed its threshold
-# (in --quick mode only crashes count: tiny budgets learn nothing).
+# The entries, their flags and thresholds come from tests/facts.toml, which the tests read too.
+# Writes OUT/results.jsonl (one summary line per run), OUT/results.md (the table), OUT/curves.png
+# (greedy eval return against env steps and against training seconds, mean ± std over seeds, one row
+# per entry), logs in OUT/logs/; prints the table; exits non-zero if any run failed or missed its
+# threshold (with --quick only crashes count: tiny budgets learn nothing). OUT is runs/ unless --out.
 set -uo pipefail
 cd "$(dirname "$0")"
 
-SEEDS="1 2 3"; JOBS=1; QUICK=0; ONLY=""; OUT=runs
+SEEDS="1 2 3"; JOBS=1; QUICK=0; ONLY=""; OUT=runs; GROUP=table; LIST=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
+    --suite) GROUP=suite; shift ;;
+    --list) LIST=1; shift ;;
     --seeds) SEEDS="$2"; shift 2 ;;
     -j|--jobs) JOBS="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "run_all.sh: -j needs a positive integer, got '$JOBS'" >&2; exit 2; }
 
-# Per benchmark entry: the file it runs, extra flags for the benchmark run, flags for --quick,
-# and the threshold its issue set. An entry is a file name, or file@env for a second env.
-declare -A FILE FULL QUICKF THRESH
-FILE[tabular_q]=tabular_q; FULL[tabular_q]="--eval-episodes 1000"; THRESH[tabular_q]=0.70
-QUICKF[tabular_q]="--total-episodes 200"
-for f in dqn ddqn; do
-  FILE[$f]=$f; FULL[$f]=""; THRESH[$f]=475
-  QUICKF[$f]="--total-timesteps 1500 --learning-starts 500 --eval-frequency 0"
-done
-FILE[reinforce]=reinforce; FULL[reinforce]=""; THRESH[reinforce]=475
-QUICKF[reinforce]="--total-timesteps 2000 --eval-frequency 0"
-FILE[a2c]=a2c; FULL[a2c]=""; THRESH[a2c]=475
-QUICKF[a2c]="--total-timesteps 2048 --eval-frequency 0"
-FILE[ppo]=ppo; FULL[ppo]=""; THRESH[ppo]=475
-QUICKF[ppo]="--total-timesteps 2048 --eval-frequency 0"
-FILE[ppo@Pendulum-v1]=ppo; THRESH[ppo@Pendulum-v1]=-400
-FULL[ppo@Pendulum-v1]="--env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.9 --gae-lambda 0.95 --num-steps 256 \
---num-minibatches 8 --update-epochs 10 --target-return -400 --eval-frequency 30000"
-QUICKF[ppo@Pendulum-v1]="--env-id Pendulum-v1 --total-timesteps 2048 --eval-frequency 0"
-FILE[ddpg]=ddpg; FULL[ddpg]="--target-return -200"; THRESH[ddpg]=-200
-QUICKF[ddpg]="--total-timesteps 1000 --learning-starts 500 --eval-frequency 0 --eval-episodes 2"
-FILE[maddpg]=maddpg; FULL[maddpg]=""; THRESH[maddpg]=-17
-QUICKF[maddpg]="--total-timesteps 500 --learning-starts 200 --batch-size 64 --eval-frequency 0 --eval-episodes 5"
-
-ALGOS=()
-for entry in tabular_q dqn ddqn reinforce a2c ppo ppo@Pendulum-v1 ddpg maddpg; do
-  [[ -n "${FILE[$entry]:-}" && -f "algos/${FILE[$entry]}.py" ]] || continue
-  [[ -z "$ONLY" || " $ONLY " == *" $entry "* || " $ONLY " == *" ${FILE[$entry]} "* ]] || continue
-  ALGOS+=("$entry")
-done
+# One line per entry: name, file, flags, threshold, from tests/facts.toml (split at \x1f, not a tab:
+# read collapses runs of whitespace separators, and flags may be empty).
+declare -A FILE FLAGS THRESH
+ENTRIES=()
+while IFS=$'\x1f' read -r name file flags thresh; do
+  FILE[$name]=$file; FLAGS[$name]=$flags; THRESH[$name]=$thresh; ENTRIES+=("$name")
+done < <(python - "$GROUP" "$QUICK" "$ONLY" <<'PY'
+import sys, tomllib
+group, quick, only = sys.argv[1], sys.argv[2] == "1", sys.argv[3].split()
+facts = tomllib.load(open("tests/facts.toml", "rb"))
+for e in facts[group]:
+    if not e.get(group, True) or (only and e["name"] not in only and e["file"] not in only):
+        continue
+    if group == "suite":  # env and budget given; evaluate 10 times along the way
+        env = f"--env-id {e['env']}"
+        flags = f"{env} {facts['files'][e['file']]['quick']}" if quick else \
+            f"{env} --total-timesteps {e['budget']} --eval-frequency {e['budget'] // 10} {e.get('flags', '')}"
+    else:
+        flags = e.get("quick", facts["files"][e["file"]]["quick"]) if quick else e["flags"]
+    print(e["name"], e["file"], flags.strip(), e["threshold"], sep="\x1f")
+PY
+)
+[[ ${#ENTRIES[@]} -gt 0 ]] || { echo "run_all.sh: no entry matches --only '$ONLY'" >&2; exit 2; }
+if [[ $LIST == 1 ]]; then
+  for entry in "${ENTRIES[@]}"; do
+    for seed in $SEEDS; do echo "python algos/${FILE[$entry]}.py --seed $seed ${FLAGS[$entry]}"; done
+  done
+  exit 0
+fi
 
 mkdir -p "$OUT/logs"
 STAMP=$(date +%s)
@@ -63,36 +68,35 @@ T0=$SECONDS
 RESULTS="$OUT/results.jsonl"; : > "$RESULTS"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one thread per training process; -j sets the parallelism
 
-run_one() {  # entry seed -> runs/logs/<entry>__<seed>__<stamp>.{log,json,rc}
-  local algo=$1 seed=$2 flags base="$OUT/logs/${1}__${2}__$STAMP"
-  if [[ $QUICK == 1 ]]; then flags=${QUICKF[$algo]:-}; else flags=${FULL[$algo]:-}; fi
+run_one() {  # entry seed -> OUT/logs/<entry>__<seed>__<stamp>.{log,json,rc}
+  local entry=$1 seed=$2 base="$OUT/logs/${1}__${2}__$STAMP"
   # shellcheck disable=SC2086  # flags are words on purpose
-  python "algos/${FILE[$algo]}.py" --seed "$seed" --log-dir "$OUT/bench" $flags > "$base.log" 2>&1
+  python "algos/${FILE[$entry]}.py" --seed "$seed" --log-dir "$OUT/bench" ${FLAGS[$entry]} > "$base.log" 2>&1
   local rc=$?
   echo "$rc" > "$base.rc"
   if [[ $rc == 0 ]]; then tail -n 1 "$base.log" > "$base.json"; fi
-  echo "  $algo seed $seed: exit $rc  ($base.log)"
+  echo "  $entry seed $seed: exit $rc  ($base.log)"
 }
 
-echo "run_all.sh: ${ALGOS[*]} x seeds {$SEEDS}, $JOBS at a time$([[ $QUICK == 1 ]] && echo ', quick')"
-for algo in "${ALGOS[@]}"; do
+echo "run_all.sh: ${ENTRIES[*]} x seeds {$SEEDS}, $JOBS at a time$([[ $QUICK == 1 ]] && echo ', quick')"
+for entry in "${ENTRIES[@]}"; do
   for seed in $SEEDS; do
     while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do wait -n; done
-    run_one "$algo" "$seed" &
+    run_one "$entry" "$seed" &
   done
 done
 wait
 
 FAILED=0
-for algo in "${ALGOS[@]}"; do
+for entry in "${ENTRIES[@]}"; do
   for seed in $SEEDS; do
-    base="$OUT/logs/${algo}__${seed}__$STAMP"
+    base="$OUT/logs/${entry}__${seed}__$STAMP"
     if [[ "$(cat "$base.rc" 2>/dev/null)" == 0 ]]; then
-      python -c 'import json,sys; d=json.loads(open(sys.argv[1]).read()); d["threshold"]=float(sys.argv[2]); print(json.dumps(d))' \
-        "$base.json" "${THRESH[$algo]}" >> "$RESULTS" || FAILED=1
+      python -c 'import json,sys; d=json.loads(open(sys.argv[1]).read()); d.update(entry=sys.argv[2], threshold=float(sys.argv[3]), flags=sys.argv[4]); print(json.dumps(d))' \
+        "$base.json" "$entry" "${THRESH[$entry]}" "${FLAGS[$entry]}" >> "$RESULTS" || FAILED=1
     else
       FAILED=1
-      echo "{\"algo\": \"$algo\", \"seed\": $seed, \"failed\": true, \"log\": \"$base.log\"}" >> "$RESULTS"
+      echo "{\"algo\": \"${FILE[$entry]}\", \"entry\": \"$entry\", \"seed\": $seed, \"failed\": true, \"log\": \"$base.log\"}" >> "$RESULTS"
     fi
   done
 done
@@ -104,15 +108,15 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 quick = sys.argv[3] == "1"
 by = defaultdict(list)
 for r in rows:
-    by[(r["algo"].split("/")[0], r.get("env_id", "-"))].append(r)
-head = ("| algo | env | budget | eval mean ± std over seeds | worst seed | steps to threshold | seconds to threshold "
-        "| SPS | threshold | passed |\n|---|---|---|---|---|---|---|---|---|---|")
+    by[r["entry"]].append(r)
+head = ("| entry | env | budget | eval mean ± std over seeds | worst seed | steps to threshold | seconds to threshold "
+        "| wall seconds per run | SPS | threshold | passed |\n|---|---|---|---|---|---|---|---|---|---|---|")
 lines, n_pass, n_all = [head], 0, 0
-for (algo, _env), rs in by.items():
+for entry, rs in by.items():
     ok = [r for r in rs if not r.get("failed")]
     n_all += len(rs)
     if not ok:
-        lines.append(f"| {algo} | - | - | crashed | - | - | - | - | - | 0/{len(rs)} |")
+        lines.append(f"| {entry} | - | - | crashed | - | - | - | - | - | - | 0/{len(rs)} |")
         continue
     means = [r["eval_return_mean"] for r in ok]
     thr = ok[0]["threshold"]
@@ -127,12 +131,13 @@ for (algo, _env), rs in by.items():
     budget = f"{ok[0]['total_episodes']:,} episodes" if "total_episodes" in ok[0] else f"{ok[0]['total_timesteps']:,} steps"
     sd = st.pstdev(means) if len(means) > 1 else 0.0
     lines.append(
-        f"| {algo} | {ok[0]['env_id']} | {budget} | {st.mean(means):.2f} ± {sd:.2f} | "
+        f"| {entry} | {ok[0]['env_id']} | {budget} | {st.mean(means):.2f} ± {sd:.2f} | "
         f"{worst['eval_return_mean']:.2f} (seed {worst['seed']}) | {steps} | {secs} | "
-        f"{st.median(r['sps'] for r in ok):,.0f} | {thr:g} | {len(passed)}/{len(rs)} |"
+        f"{st.median(r['train_seconds'] for r in ok):.0f} | {st.median(r['sps'] for r in ok):,.0f} | {thr:g} | "
+        f"{len(passed)}/{len(rs)} |"
     )
 lines.append("")
-lines.append(f"{n_pass}/{n_all} algorithm x seed runs reached their threshold" + (" (quick mode: budgets too small to learn)" if quick else ""))
+lines.append(f"{n_pass}/{n_all} entry x seed runs reached their threshold" + (" (quick mode: budgets too small to learn)" if quick else ""))
 text = "\n".join(lines)
 open(sys.argv[2], "w").write(text + "\n")
 print(text)
@@ -140,5 +145,38 @@ if not quick and n_pass < n_all:
     sys.exit(1)
 PY
 TABLE_RC=$?
-echo "run_all.sh: $(( SECONDS - T0 )) s wall for ${#ALGOS[@]} entries x seeds {$SEEDS} at -j $JOBS"
+
+python - "$RESULTS" "$OUT/curves.png" <<'PY' || FAILED=1
+# The learning curves: at each evaluation (the k-th of every seed comes at the same step), the mean and
+# std over seeds of the greedy eval return, against env steps and against training seconds (mean over seeds).
+import json, sys
+from collections import defaultdict
+import matplotlib
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+by = defaultdict(list)
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if not r.get("failed") and r.get("evals"):
+        by[r["entry"]].append(r)
+fig, axes = plt.subplots(max(len(by), 1), 2, figsize=(10, 2.6 * max(len(by), 1)), squeeze=False)
+for row, (entry, rs) in zip(axes, by.items()):
+    k = min(len(r["evals"]) for r in rs)
+    evals = np.array([r["evals"][:k] for r in rs], dtype=float)  # (seeds, k, [step, seconds, mean, std])
+    mean, std = evals[:, :, 2].mean(0), evals[:, :, 2].std(0)
+    for ax, x, label in ((row[0], evals[0, :, 0], "env steps"), (row[1], evals[:, :, 1].mean(0), "training seconds")):
+        ax.plot(x, mean, marker="o", markersize=3, label=f"mean of {len(rs)} seed{'s' * (len(rs) > 1)}")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.25, label="± std over seeds")
+        ax.axhline(rs[0]["threshold"], color="grey", linestyle="--", linewidth=1, label="threshold")
+        ax.set(title=f"{entry} on {rs[0]['env_id']}", xlabel=label, ylabel="greedy eval return")
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+    row[0].legend(fontsize=7, loc="lower right")
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=80)
+print(f"run_all.sh: learning curves of {len(by)} entries in {sys.argv[2]}")
+PY
+
+echo "run_all.sh: $(( SECONDS - T0 )) s wall for ${#ENTRIES[@]} entries x seeds {$SEEDS} at -j $JOBS"
 [[ $FAILED == 0 && $TABLE_RC == 0 ]] || { echo "run_all.sh: some runs failed (see $OUT/logs/)" >&2; exit 1; }

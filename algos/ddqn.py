@@ -122,19 +122,6 @@ class Args:
     """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-# What this file takes, read by the run block below the marker.
-ACTION_SPACES = (gym.spaces.Discrete,)
-RANK = 1  # flat vector observations (and Box actions)
-ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
-OTHERWISE = "Use ddpg.py or ppo.py for Box actions."
-POSITIVE = ("learning_rate", "buffer_size", "tau", "batch_size", "train_frequency", "target_network_frequency",
-            "hidden_sizes")
-NON_NEGATIVE = ("learning_starts", "max_grad_norm")
-FRACTIONS = ("gamma", "tau", "start_e", "end_e", "exploration_fraction")
-RULES = {"--batch-size must be no larger than --buffer-size": lambda a: a.batch_size <= a.buffer_size}
-ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
-
-
 # ----------------------------------------------------------------------------- math
 def linear_schedule(start: float, end: float, duration: float, t: float) -> float:
     """Value that goes linearly from `start` (t=0) to `end` (t>=duration), then stays."""
@@ -296,6 +283,22 @@ def train(args: Args, q_net: nn.Module, run: Run) -> None:
     env.close()
 
 
+# ----------------------------------------------------------------------------- what the run block reads
+# What this file takes: the run block below checks envs and args against these before anything runs.
+ACTION_SPACES = (gym.spaces.Discrete,)
+RANK = 1  # flat vector observations (and Box actions)
+ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
+OTHERWISE = "Use ddpg.py or ppo.py for Box actions."
+POSITIVE = ("learning_rate", "buffer_size", "tau", "batch_size", "train_frequency", "target_network_frequency",
+            "hidden_sizes")
+NON_NEGATIVE = ("learning_starts", "max_grad_norm")
+FRACTIONS = ("gamma", "tau", "start_e", "end_e", "exploration_fraction")
+RULES = {"--batch-size must be no larger than --buffer-size": lambda a: a.batch_size <= a.buffer_size}
+WARNINGS = {"--learning-starts >= --total-timesteps: the networks never update":
+            lambda a: a.learning_starts >= a.total_timesteps}
+ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
+
+
 # ====================================================================== run block: the same in every deep file
 # Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
 # test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
@@ -340,7 +343,7 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
 
 
 def check_args(args: Args) -> None:
-    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES, WARNINGS) and the run's own."""
     positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
     for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
         values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
@@ -353,6 +356,9 @@ def check_args(args: Args) -> None:
     for message, holds in rules.items():
         if not holds(args):
             raise UsageError(message + ".")
+    for message, holds in WARNINGS.items():
+        if holds(args) and not args.eval_only:
+            warn(message)
 
 
 class Run:
@@ -375,8 +381,6 @@ class Run:
         self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
         self.start = self.last_print = time.perf_counter()
         print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
-        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
-            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
 
     def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
         if steps != self.args.total_timesteps:

@@ -114,77 +114,6 @@ class Args:
     """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-
-class JointEnv(gym.Env):
-    """A PettingZoo parallel MPE env as one gymnasium env: observations (agents, obs_dim) and actions
-    (agents, act_dim) zero-padded to the largest agent, one reward per agent, and the episode over
-    when every agent is done (in MPE: truncation after --max-cycles steps)."""
-
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-
-    def __init__(self, env, args: Args, render_mode: str | None, target: float | None) -> None:  # noqa: ANN001
-        self.env, self.render_mode = env, render_mode
-        self.agent_names = list(env.possible_agents)
-        self.obs_dims = [env.observation_space(a).shape[0] for a in self.agent_names]
-        self.act_dims = [env.action_space(a).shape[0] for a in self.agent_names]
-        n, obs_dim, act_dim = len(self.agent_names), max(self.obs_dims), max(self.act_dims)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n, obs_dim), np.float32)
-        self.action_space = gym.spaces.Box(0.0, 1.0, (n, act_dim), np.float32)
-        spec = gym.envs.registration.EnvSpec  # the target return and time limit, where the run block looks
-        self.spec = spec(args.env_id, reward_threshold=target, max_episode_steps=args.max_cycles)
-
-    def pack(self, d: dict) -> np.ndarray:
-        out = np.zeros(self.observation_space.shape, dtype=np.float32)
-        for i, a in enumerate(self.agent_names):
-            out[i, : self.obs_dims[i]] = d[a]
-        return out
-
-    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        obs, _ = self.env.reset(seed=seed)
-        return self.pack(obs), {}
-
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool, dict]:
-        named = enumerate(zip(self.agent_names, self.act_dims, strict=True))
-        obs, rew, term, _, _ = self.env.step({a: actions[i, :d] for i, (a, d) in named})
-        rewards = np.array([rew[a] for a in self.agent_names], dtype=np.float32)
-        terminated = np.array([term[a] for a in self.agent_names], dtype=np.float32)
-        over, all_terminal = not self.env.agents, bool(terminated.all())
-        info = {"terminated": terminated}  # per agent, for the replay buffer
-        return self.pack(obs), rewards, over and all_terminal, over and not all_terminal, info
-
-    def render(self) -> np.ndarray:
-        return self.env.render()
-
-    def close(self) -> None:
-        self.env.close()
-
-
-def mpe(module, **kwargs):  # noqa: ANN001, ANN201
-    def make(args: Args, render_mode: str | None) -> JointEnv:
-        extra = {k: getattr(args, v) for k, v in kwargs.items()}
-        env = module.parallel_env(max_cycles=args.max_cycles, continuous_actions=True, render_mode=render_mode, **extra)
-        return JointEnv(env, args, render_mode, -17.0 if module is simple_spread_v3 else None)
-
-    return make
-
-
-# What this file takes, read by the run block below the marker.
-ACTION_SPACES = (gym.spaces.Box,)
-RANK = 2  # (agents, features) observations and actions
-ENV_MAKERS = {
-    "simple_spread_v3": mpe(simple_spread_v3, local_ratio="local_ratio"),
-    "simple_adversary_v3": mpe(simple_adversary_v3),
-    "simple_speaker_listener_v4": mpe(simple_speaker_listener_v4),
-    "simple_tag_v3": mpe(simple_tag_v3),
-}
-OTHERWISE = ""
-POSITIVE = ("max_cycles", "learning_rate", "buffer_size", "tau", "batch_size", "train_frequency", "hidden_sizes")
-NON_NEGATIVE = ("learning_starts", "exploration_noise")
-FRACTIONS = ("gamma", "tau", "local_ratio")
-RULES = {"--batch-size must be no larger than --buffer-size": lambda a: a.batch_size <= a.buffer_size}
-ARCHITECTURE = ("hidden_sizes", "max_cycles", "local_ratio")  # taken from the checkpoint with --load-model
-
-
 # ----------------------------------------------------------------------------- math
 def critic_input(obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """The centralised critic's input x, a_1..a_n from obs (B, n, obs_dim) and actions
@@ -382,6 +311,82 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     env.close()
 
 
+# ----------------------------------------------------------------------------- the env
+class JointEnv(gym.Env):
+    """A PettingZoo parallel MPE env as one gymnasium env: observations (agents, obs_dim) and actions
+    (agents, act_dim) zero-padded to the largest agent, one reward per agent, and the episode over
+    when every agent is done (in MPE: truncation after --max-cycles steps)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, env, args: Args, render_mode: str | None, target: float | None) -> None:  # noqa: ANN001
+        self.env, self.render_mode = env, render_mode
+        self.agent_names = list(env.possible_agents)
+        self.obs_dims = [env.observation_space(a).shape[0] for a in self.agent_names]
+        self.act_dims = [env.action_space(a).shape[0] for a in self.agent_names]
+        n, obs_dim, act_dim = len(self.agent_names), max(self.obs_dims), max(self.act_dims)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n, obs_dim), np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (n, act_dim), np.float32)
+        spec = gym.envs.registration.EnvSpec  # the target return and time limit, where the run block looks
+        self.spec = spec(args.env_id, reward_threshold=target, max_episode_steps=args.max_cycles)
+
+    def pack(self, d: dict) -> np.ndarray:
+        out = np.zeros(self.observation_space.shape, dtype=np.float32)
+        for i, a in enumerate(self.agent_names):
+            out[i, : self.obs_dims[i]] = d[a]
+        return out
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        obs, _ = self.env.reset(seed=seed)
+        return self.pack(obs), {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool, dict]:
+        named = enumerate(zip(self.agent_names, self.act_dims, strict=True))
+        obs, rew, term, _, _ = self.env.step({a: actions[i, :d] for i, (a, d) in named})
+        rewards = np.array([rew[a] for a in self.agent_names], dtype=np.float32)
+        terminated = np.array([term[a] for a in self.agent_names], dtype=np.float32)
+        over, all_terminal = not self.env.agents, bool(terminated.all())
+        info = {"terminated": terminated}  # per agent, for the replay buffer
+        return self.pack(obs), rewards, over and all_terminal, over and not all_terminal, info
+
+    def render(self) -> np.ndarray:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def mpe(module, target: float | None = None, **kwargs):  # noqa: ANN001, ANN201
+    """A maker of one MPE env: kwargs name the args passed to it; target is its solved return, if any."""
+
+    def make(args: Args, render_mode: str | None) -> JointEnv:
+        extra = {k: getattr(args, v) for k, v in kwargs.items()}
+        env = module.parallel_env(max_cycles=args.max_cycles, continuous_actions=True, render_mode=render_mode, **extra)
+        return JointEnv(env, args, render_mode, target)
+
+    return make
+
+
+# ----------------------------------------------------------------------------- what the run block reads
+# What this file takes: the run block below checks envs and args against these before anything runs.
+ACTION_SPACES = (gym.spaces.Box,)
+RANK = 2  # (agents, features) observations and actions
+ENV_MAKERS = {
+    "simple_spread_v3": mpe(simple_spread_v3, target=-17.0, local_ratio="local_ratio"),
+    "simple_adversary_v3": mpe(simple_adversary_v3),
+    "simple_speaker_listener_v4": mpe(simple_speaker_listener_v4),
+    "simple_tag_v3": mpe(simple_tag_v3),
+}
+OTHERWISE = ""
+POSITIVE = ("max_cycles", "learning_rate", "buffer_size", "tau", "batch_size", "train_frequency", "hidden_sizes")
+NON_NEGATIVE = ("learning_starts", "exploration_noise")
+FRACTIONS = ("gamma", "tau", "local_ratio")
+RULES = {"--batch-size must be no larger than --buffer-size": lambda a: a.batch_size <= a.buffer_size}
+WARNINGS = {"--learning-starts >= --total-timesteps: the networks never update":
+            lambda a: a.learning_starts >= a.total_timesteps}
+ARCHITECTURE = ("hidden_sizes", "max_cycles", "local_ratio")  # taken from the checkpoint with --load-model
+
+
 # ====================================================================== run block: the same in every deep file
 # Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
 # test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
@@ -426,7 +431,7 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
 
 
 def check_args(args: Args) -> None:
-    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES, WARNINGS) and the run's own."""
     positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
     for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
         values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
@@ -439,6 +444,9 @@ def check_args(args: Args) -> None:
     for message, holds in rules.items():
         if not holds(args):
             raise UsageError(message + ".")
+    for message, holds in WARNINGS.items():
+        if holds(args) and not args.eval_only:
+            warn(message)
 
 
 class Run:
@@ -461,8 +469,6 @@ class Run:
         self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
         self.start = self.last_print = time.perf_counter()
         print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
-        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
-            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
 
     def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
         if steps != self.args.total_timesteps:

@@ -121,21 +121,6 @@ class Args:
     """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-
-# What this file takes, read by the run block below the marker.
-ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.Box)
-RANK = 1  # flat vector observations (and Box actions)
-ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
-OTHERWISE = ""
-POSITIVE = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "clip_coef", "max_grad_norm",
-            "hidden_sizes")
-NON_NEGATIVE = ("ent_coef", "vf_coef")
-FRACTIONS = ("gamma", "gae_lambda")
-RULES = {"--num-envs x --num-steps must split evenly into --num-minibatches minibatches":
-         lambda a: (a.num_envs * a.num_steps) % a.num_minibatches == 0}
-ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
-
-
 # ----------------------------------------------------------------------------- math
 def gae(
     rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, dones: np.ndarray, gamma: float, lam: float
@@ -337,6 +322,22 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     envs.close()
 
 
+# ----------------------------------------------------------------------------- what the run block reads
+# What this file takes: the run block below checks envs and args against these before anything runs.
+ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.Box)
+RANK = 1  # flat vector observations (and Box actions)
+ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
+OTHERWISE = ""
+POSITIVE = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "clip_coef", "max_grad_norm",
+            "hidden_sizes")
+NON_NEGATIVE = ("ent_coef", "vf_coef")
+FRACTIONS = ("gamma", "gae_lambda")
+RULES = {"--num-envs x --num-steps must split evenly into --num-minibatches minibatches":
+         lambda a: (a.num_envs * a.num_steps) % a.num_minibatches == 0}
+WARNINGS: dict = {}
+ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
+
+
 # ====================================================================== run block: the same in every deep file
 # Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
 # test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
@@ -381,7 +382,7 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
 
 
 def check_args(args: Args) -> None:
-    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES, WARNINGS) and the run's own."""
     positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
     for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
         values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
@@ -394,6 +395,9 @@ def check_args(args: Args) -> None:
     for message, holds in rules.items():
         if not holds(args):
             raise UsageError(message + ".")
+    for message, holds in WARNINGS.items():
+        if holds(args) and not args.eval_only:
+            warn(message)
 
 
 class Run:
@@ -416,8 +420,6 @@ class Run:
         self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
         self.start = self.last_print = time.perf_counter()
         print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
-        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
-            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
 
     def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
         if steps != self.args.total_timesteps:

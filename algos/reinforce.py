@@ -104,19 +104,6 @@ class Args:
     """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-
-# What this file takes, read by the run block below the marker.
-ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.Box)
-RANK = 1  # flat vector observations (and Box actions)
-ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
-OTHERWISE = ""
-POSITIVE = ("learning_rate", "episodes_per_update", "hidden_sizes")
-NON_NEGATIVE = ("max_grad_norm",)
-FRACTIONS = ("gamma",)
-RULES: dict = {}
-ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
-
-
 # ----------------------------------------------------------------------------- math
 def returns_to_go(rewards: np.ndarray, gamma: float, bootstrap: float = 0.0) -> np.ndarray:
     """G_t = r_t + gamma r_{t+1} + ... + gamma^(T-1-t) r_{T-1} + gamma^(T-t) bootstrap.
@@ -180,6 +167,20 @@ class Agent(nn.Module):
         return out.argmax(-1) if self.discrete else out
 
 
+def losses(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor, baseline: bool,
+           norm_adv: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 7 on a batch: the policy's loss with w_t = G_t, or G_t - V(s^t; theta) with the baseline (then
+    normalised over the batch with norm_adv), and the baseline's loss 1/T sum_t (G_t - V(s^t; theta))^2."""
+    if baseline:
+        values = agent.critic(obs).squeeze(-1)
+        baseline_loss, weights = (returns - values).pow(2).mean(), returns - values.detach()
+    else:
+        baseline_loss, weights = torch.zeros((), device=obs.device), returns
+    if norm_adv and len(weights) > 1:
+        weights = (weights - weights.mean()) / (weights.std() + 1e-8)
+    return reinforce_loss(agent.log_prob(obs, actions), weights), baseline_loss
+
+
 def make_agent(args: Args, env: gym.Env) -> nn.Module:
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
@@ -212,7 +213,7 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     env.action_space.seed(args.seed)
     global_step = 0
     while global_step < args.total_timesteps:
-        n = 0
+        n, batch_start = 0, global_step
         for _episode in range(args.episodes_per_update):  # [REINFORCE 2] a batch of episodes
             ep_start, rewards, done = n, [], False
             while not done:  # [REINFORCE 3] t = 0 .. T-1
@@ -225,34 +226,27 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
                 rewards.append(float(reward))
                 n += 1
                 global_step += 1
-                truncated = truncated or global_step >= args.total_timesteps  # the budget cuts too
+                cut = global_step >= args.total_timesteps and not (terminated or truncated)  # by the budget
+                truncated = truncated or cut
                 done = terminated or truncated
             bootstrap = 0.0  # a truncated episode continues past the limit: estimate the rest with V
             if truncated and not terminated and args.baseline:
                 with torch.inference_mode():
                     bootstrap = float(agent.critic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
             ret_buf[ep_start:n] = returns_to_go(np.array(rewards), args.gamma, bootstrap)
-            run.log_episode(global_step, sum(rewards), len(rewards))
+            if not cut:  # an episode the budget cut short is trained on, but it is no finished episode
+                run.log_episode(global_step, sum(rewards), len(rewards))
             obs, _ = env.reset()
             if global_step >= args.total_timesteps:
                 break
 
         # [REINFORCE 7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
         if args.anneal_lr:
-            optimizer.param_groups[0]["lr"] = args.learning_rate * max(0.0, 1.0 - global_step / args.total_timesteps)
+            optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - batch_start / args.total_timesteps)
         b_obs = torch.as_tensor(obs_buf[:n], device=device)
         b_act = torch.as_tensor(act_buf[:n], device=device)
         b_ret = torch.as_tensor(ret_buf[:n], device=device)
-        logp = agent.log_prob(b_obs, b_act)
-        if args.baseline:
-            values = agent.critic(b_obs).squeeze(-1)
-            baseline_loss = (b_ret - values).pow(2).mean()
-            weights = b_ret - values.detach()
-        else:
-            baseline_loss, weights = torch.zeros((), device=device), b_ret
-        if args.norm_adv and n > 1:
-            weights = (weights - weights.mean()) / (weights.std() + 1e-8)
-        policy_loss = reinforce_loss(logp, weights)
+        policy_loss, baseline_loss = losses(agent, b_obs, b_act, b_ret, args.baseline, args.norm_adv)
         # [REINFORCE 8] update phi (and theta)
         optimizer.zero_grad(set_to_none=True)
         (policy_loss + 0.5 * baseline_loss).backward()
@@ -264,6 +258,20 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
         if run.tick(global_step):
             break
     env.close()
+
+
+# ----------------------------------------------------------------------------- what the run block reads
+# What this file takes: the run block below checks envs and args against these before anything runs.
+ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.Box)
+RANK = 1  # flat vector observations (and Box actions)
+ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
+OTHERWISE = ""
+POSITIVE = ("learning_rate", "episodes_per_update", "hidden_sizes")
+NON_NEGATIVE = ("max_grad_norm",)
+FRACTIONS = ("gamma",)
+RULES: dict = {}
+WARNINGS: dict = {}
+ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
 
 
 # ====================================================================== run block: the same in every deep file
@@ -310,7 +318,7 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
 
 
 def check_args(args: Args) -> None:
-    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES) and the run's own."""
+    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES, WARNINGS) and the run's own."""
     positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
     for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
         values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
@@ -323,6 +331,9 @@ def check_args(args: Args) -> None:
     for message, holds in rules.items():
         if not holds(args):
             raise UsageError(message + ".")
+    for message, holds in WARNINGS.items():
+        if holds(args) and not args.eval_only:
+            warn(message)
 
 
 class Run:
@@ -345,8 +356,6 @@ class Run:
         self.recent, self.evals, self.eval_seconds = deque(maxlen=20), [], 0.0  # evals: [step, s, mean, std]
         self.start = self.last_print = time.perf_counter()
         print(f"{SCRIPT} on {args.env_id} seed {args.seed} {device}: {name}", f"(tensorboard --logdir {args.log_dir})")
-        if getattr(args, "learning_starts", 0) >= args.total_timesteps and not args.eval_only:
-            warn(f"--learning-starts {args.learning_starts:,} >= --total-timesteps: the networks never update")
 
     def budget(self, steps: int, why: str) -> None:  # the loop runs `steps`, not --total-timesteps
         if steps != self.args.total_timesteps:

@@ -90,12 +90,6 @@ class Args:
     """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
-# What the run block below the marker checks before anything runs.
-POSITIVE = ("learning_rate", "end_learning_rate")
-NON_NEGATIVE: tuple[str, ...] = ()
-FRACTIONS = ("gamma", "start_e", "end_e", "exploration_fraction")
-
-
 # ----------------------------------------------------------------------------- math
 def linear_schedule(start: float, end: float, duration: float, t: float) -> float:
     """Value that goes linearly from `start` (t=0) to `end` (t>=duration), then stays."""
@@ -171,6 +165,13 @@ def train(args: Args, q: np.ndarray, run: Run) -> None:
         if run.tick(episode + 1, global_step):
             break
     env.close()
+
+
+# ----------------------------------------------------------------------------- what the run block reads
+# The run block below checks the args against these before anything runs.
+POSITIVE = ("learning_rate", "end_learning_rate")
+NON_NEGATIVE: tuple[str, ...] = ()
+FRACTIONS = ("gamma", "start_e", "end_e", "exploration_fraction")
 
 
 # ====================================================================== run block: the same in every deep file

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -34,45 +35,17 @@ SUMMARY_KEYS = {
     "interrupted",
 }
 
-# A few hundred steps per file: enough to finish episodes, take gradient steps and log every tag.
-SMOKE_ARGS: dict[str, list[str]] = {
-    "tabular_q": "--total-episodes 30".split(),
-    "dqn": "--total-timesteps 500 --learning-starts 100 --batch-size 32 --eval-episodes 2 --eval-frequency 250".split(),
-    "ddqn": "--total-timesteps 500 --learning-starts 100 --batch-size 32 "
-    "--eval-episodes 2 --eval-frequency 250".split(),
-    "reinforce": "--total-timesteps 600 --episodes-per-update 2 --eval-episodes 2 --eval-frequency 300".split(),
-    "a2c": "--total-timesteps 1024 --num-envs 4 --num-steps 16 --eval-episodes 2 --eval-frequency 512".split(),
-    "ppo": (
-        "--total-timesteps 1024 --num-envs 4 --num-steps 64 --num-minibatches 2 --update-epochs 2 "
-        "--eval-episodes 2 --eval-frequency 512"
-    ).split(),
-    "ddpg": (
-        "--total-timesteps 600 --learning-starts 200 --batch-size 32 --eval-episodes 2 --eval-frequency 300"
-    ).split(),
-    "maddpg": (
-        "--total-timesteps 300 --learning-starts 100 --batch-size 32 --train-frequency 10 "
-        "--eval-episodes 2 --eval-frequency 150"
-    ).split(),
-}
-
-# The losses/<name> tags each file must write.
-LOSS_TAGS: dict[str, set[str]] = {
-    "tabular_q": {"losses/td_error"},
-    "dqn": {"losses/td_loss", "losses/q_values"},
-    "ddqn": {"losses/td_loss", "losses/q_values"},
-    "reinforce": {"losses/policy_loss", "losses/baseline_loss"},
-    "a2c": {"losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/explained_variance"},
-    "ppo": {
-        "losses/policy_loss",
-        "losses/value_loss",
-        "losses/entropy",
-        "losses/approx_kl",
-        "losses/clipfrac",
-        "losses/explained_variance",
-    },
-    "ddpg": {"losses/critic_loss", "losses/actor_loss", "losses/q_values"},
-    "maddpg": {"losses/critic_loss", "losses/actor_loss", "losses/q_values"},
-}
+# Each file's test facts (smoke flags, loss tags, bad inputs, learning checks) live in facts.toml,
+# which run_all.sh reads too.
+FACTS = tomllib.loads((Path(__file__).with_name("facts.toml")).read_text())
+SMOKE_ARGS: dict[str, list[str]] = {a: FACTS["files"][a]["smoke"].split() for a in ALL_ALGOS}
+LOSS_TAGS: dict[str, set[str]] = {a: set(FACTS["files"][a]["losses"]) for a in ALL_ALGOS}
+# (algo, flags, a word the one-line error must name): what every file refuses, then each file's own
+BAD_INPUTS = [(a, flags.split(), word) for a in ALL_ALGOS for flags, word in FACTS["every_file"]["bad"]] + [
+    (a, flags.split(), word) for a in ALL_ALGOS for flags, word in FACTS["files"][a]["bad"]
+]
+# (algo, flags, threshold on the greedy eval mean): the table entries CI checks on seed 1
+LEARNING_CASES = [(e["file"], e["flags"].split(), e["threshold"]) for e in FACTS["table"] if e.get("ci")]
 
 # Files that take both Discrete and Box actions: smoke-tested on Pendulum-v1 too.
 CONTINUOUS = [a for a in ("reinforce", "a2c", "ppo", "ddpg") if a in PRESENT]
@@ -145,8 +118,6 @@ def log_dir(tmp_path: Path) -> Path:
     return tmp_path / "runs"
 
 
-# Rough seconds of each learning check on CI's 2 cores: the longest start first.
-LEARNING_COST = {"maddpg": 300, "ddqn": 110, "dqn": 100, "ddpg": 95, "ppo": 75, "reinforce": 45, "a2c": 30}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -156,6 +127,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("learning") is None:
             return 0.0
         algo = getattr(item, "callspec", None) and item.callspec.params.get("algo")
-        return LEARNING_COST.get(algo, 20) + 1
+        return FACTS["files"][algo]["ci_seconds"] + 1 if algo else 1.0
 
     items.sort(key=cost, reverse=True)

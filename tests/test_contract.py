@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ import pytest
 import torch
 from conftest import (
     ALGOS,
+    BAD_INPUTS,
     DEEP,
     MARKER,
     PRESENT,
@@ -100,35 +102,9 @@ def check_summary_rel(summary: dict, cwd: Path) -> None:
     assert summary["run_dir"].startswith("runs")
 
 
-# (algo, extra args, a word the error line must contain)
-BAD_INPUTS = [
-    *[(a, ["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0") for a in PRESENT],
-    *[(a, ["--env-id", "Pendulum-v1"], "Discrete") for a in PRESENT if a in ("tabular_q", "dqn", "ddqn")],
-    *[(a, ["--env-id", "FrozenLake-v1"], "Box") for a in PRESENT if a in ("dqn", "ddqn")],
-    ("tabular_q", ["--env-id", "CartPole-v1"], "Discrete observation"),
-    ("tabular_q", ["--learning-rate", "0"], "--learning-rate"),
-    ("tabular_q", ["--total-episodes", "-5"], "--total-episodes"),
-    *[(a, ["--batch-size", "256", "--buffer-size", "100"], "--buffer-size") for a in PRESENT if a in ("dqn", "ddqn")],
-    *[(a, ["--learning-rate", "-1e-3"], "--learning-rate") for a in PRESENT if a != "tabular_q"],
-    *[(a, ["--total-timesteps", "0"], "--total-timesteps") for a in PRESENT if a != "tabular_q"],
-    *[(a, ["--env-id", "FrozenLake-v1"], "Box") for a in PRESENT if a in ("reinforce", "a2c", "ppo")],
-    *[(a, ["--num-envs", "0"], "--num-envs") for a in PRESENT if a in ("a2c", "ppo")],
-    ("ppo", ["--num-envs", "3", "--num-steps", "5", "--num-minibatches", "4"], "--num-minibatches"),
-    ("reinforce", ["--episodes-per-update", "0"], "--episodes-per-update"),
-    ("ddpg", ["--env-id", "CartPole-v1"], "Box"),
-    *[(a, ["--batch-size", "256", "--buffer-size", "100"], "--buffer-size") for a in ("ddpg", "maddpg")],
-    ("maddpg", ["--env-id", "simple_world_comm_v3"], "simple_spread_v3"),
-    *[(a, ["--tau", "0"], "--tau") for a in ("dqn", "ddpg", "maddpg")],
-    *[(a, ["--eval-only"], "--load-model") for a in PRESENT],
-    *[(a, ["--load-model", "no/such/file.pt", "--eval-only"], "no/such/file.pt") for a in PRESENT],
-    ("ppo", ["--env-id", "CarRacing-v3"], "vector observations"),
-    ("ppo", ["--hidden-sizes", "64", "0"], "--hidden-sizes"),
-]
-
-
 @pytest.mark.parametrize(
     ("algo", "args", "word"),
-    [b for b in BAD_INPUTS if b[0] in PRESENT],
+    BAD_INPUTS,
     ids=param_id,
 )
 def test_bad_input_is_one_clear_line_and_exit_2(algo: str, args: list[str], word: str, log_dir: Path) -> None:
@@ -284,3 +260,20 @@ def test_same_seed_gives_identical_episodic_returns(algo: str, log_dir: Path) ->
     assert first["charts/episodic_return"] == second["charts/episodic_return"]
     assert first["eval/episodic_return"] == second["eval/episodic_return"]
     assert len(first["charts/episodic_return"]) >= 3
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ddqn", "reinforce", "ddpg"])
+def test_only_finished_episodes_are_logged(algo: str, log_dir: Path) -> None:
+    """One env: each charts/episodic_return is logged at the step its episode ended, so the steps are the
+    running sum of the lengths; an episode the budget cuts short is no episode and is not logged (5 steps
+    end no CartPole-v1 or Pendulum-v1 episode)."""
+    i = SMOKE_ARGS[algo].index("--total-timesteps")
+    for budget in (613, 5):
+        args = SMOKE_ARGS[algo][:i] + ["--total-timesteps", str(budget)] + SMOKE_ARGS[algo][i + 2 :]
+        proc = run_algo(algo, args, log_dir)
+        assert proc.returncode == 0, proc.stderr
+        scalars = read_scalars(summary_of(proc.stdout)["run_dir"])
+        steps = [s for s, _ in scalars.get("charts/episodic_return", [])]
+        lengths = [int(v) for _, v in scalars.get("charts/episodic_length", [])]
+        assert steps == list(itertools.accumulate(lengths)) and all(s <= budget for s in steps)
+        assert budget != 5 or not steps, steps

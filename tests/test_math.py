@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -166,6 +168,52 @@ def test_reinforce_loss_by_hand() -> None:
     assert logp.grad.tolist() == pytest.approx([-0.5, -1.5])  # -w_t / T: raise log pi where w > 0
 
 
+SLIDE_FLAGS = "--no-baseline --no-norm-adv --episodes-per-update 1 --max-grad-norm 0 --no-anneal-lr".split()
+
+
+@needs("reinforce")
+def test_reinforce_slide_flags_give_the_slides_gradient() -> None:
+    """The docstring's flags for the slides' update: one episode, w_t = G_t with no baseline and no
+    normalisation, no clipping, a fixed step size; the gradient is then -1/T sum_t G_t grad log pi."""
+    import tyro
+
+    m = load_module("reinforce")
+    args = tyro.cli(m.Args, args=SLIDE_FLAGS)
+    assert (args.baseline, args.norm_adv, args.episodes_per_update, args.max_grad_norm, args.anneal_lr) == (
+        False, False, 1, 0.0, False
+    )
+    # a linear softmax policy, logits = W s + b with W = b = 0, so pi = (0.5, 0.5) in every state
+    agent = m.Agent(obs_dim=1, act_dim=2, discrete=True, hidden=())
+    with torch.no_grad():
+        agent.net[0].weight.zero_()
+        agent.net[0].bias.zero_()
+    # one episode: s = 1, a = 0, r = 1; s = 2, a = 1, r = 1; gamma 0.5: G = (1.5, 1)
+    returns = torch.tensor(m.returns_to_go(np.array([1.0, 1.0]), 0.5), dtype=torch.float32)
+    obs, actions = torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1])
+    policy_loss, baseline_loss = m.losses(agent, obs, actions, returns, args.baseline, args.norm_adv)
+    assert policy_loss.item() == pytest.approx(-(1.5 + 1.0) * math.log(0.5) / 2)  # -1/T sum G_t log pi
+    assert baseline_loss.item() == 0.0
+    policy_loss.backward()
+    # d log pi(a|s) / d logits = onehot(a) - pi: t=0 gives 1.5 * (0.5, -0.5) * s=1, t=1 gives 1 * (-0.5, 0.5) * s=2
+    # sum (-0.25, 0.25) for W, (0.25, -0.25) for b, times -1/T = -1/2
+    assert agent.net[0].weight.grad.flatten().tolist() == pytest.approx([0.125, -0.125])
+    assert agent.net[0].bias.grad.tolist() == pytest.approx([-0.125, 0.125])
+
+
+@needs("reinforce")
+def test_reinforce_default_weights_are_normalised_advantages() -> None:
+    m = load_module("reinforce")
+    agent = m.Agent(obs_dim=1, act_dim=2, discrete=True, hidden=())
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.zero_()  # V = 0 and pi = (0.5, 0.5)
+    returns, obs, actions = torch.tensor([3.0, 1.0]), torch.tensor([[1.0], [2.0]]), torch.tensor([0, 1])
+    policy_loss, baseline_loss = m.losses(agent, obs, actions, returns, baseline=True, norm_adv=True)
+    assert baseline_loss.item() == pytest.approx((9.0 + 1.0) / 2)  # (G - V)^2 with V = 0
+    # w = (3, 1) normalised: (1, -1) / sqrt(2) (torch's std is the unbiased one): the log pi terms cancel
+    assert policy_loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
 @needs("a2c")
 def test_n_step_returns_terminal_in_the_middle_truncation_at_the_end() -> None:
     m = load_module("a2c")
@@ -324,3 +372,22 @@ def test_ensemble_linear_equals_separate_layers() -> None:
     out = layer(x)
     for i in range(3):
         assert torch.allclose(out[i], x[i] @ layer.weight[i] + layer.bias[i], atol=1e-6)
+
+
+@needs("ppo")
+def test_running_mean_var_merges_batches_as_one() -> None:
+    m = load_module("ppo")
+    # from (almost) nothing: a batch 1, 3 gives mean 2 and variance 1
+    mean, var, count = m.update_mean_var(np.zeros(1), np.ones(1), 1e-4, np.array([[1.0], [3.0]]))
+    assert mean[0] == pytest.approx(2.0, abs=1e-3) and var[0] == pytest.approx(1.0, abs=1e-3) and count == 2.0001
+    # then 5, 7: all four samples 1, 3, 5, 7 have mean 4 and (population) variance (9 + 1 + 1 + 9) / 4 = 5
+    mean, var, count = m.update_mean_var(mean, var, count, np.array([[5.0], [7.0]]))
+    assert mean[0] == pytest.approx(4.0, abs=1e-3) and var[0] == pytest.approx(5.0, abs=1e-3)
+
+
+@needs("ppo")
+def test_normalize_centres_scales_and_clips() -> None:
+    m = load_module("ppo")
+    out = m.normalize(np.array([4.0, 6.0, 1000.0]), np.array([4.0, 4.0, 0.0]), np.array([4.0, 4.0, 1.0]))
+    assert out.tolist() == pytest.approx([0.0, 1.0, 10.0], abs=1e-6)  # (x - mean) / 2; 1000 clipped to 10
+    assert out.dtype == np.float32

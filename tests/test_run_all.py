@@ -1,4 +1,4 @@
-"""run_all.sh --quick: every algorithm runs for seconds and lands in one results table."""
+"""run_all.sh --quick: every entry runs for seconds and lands in one results table and one picture."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import PRESENT, ROOT
+import pytest
+from conftest import FACTS, PRESENT, ROOT
 
 
 def test_run_all_quick_writes_results(tmp_path: Path) -> None:
@@ -22,13 +23,60 @@ def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["algo"].split("/")[0] for r in rows} == set(PRESENT)
     assert not any(r.get("failed") for r in rows)
+    assert {r["entry"] for r in rows} == {e["name"] for e in FACTS["table"] if e.get("table", True)}
     table = (out / "results.md").read_text()
-    assert table.startswith("| algo | env |") and "algorithm x seed runs reached their threshold" in table
+    assert table.startswith("| entry | env |") and "entry x seed runs reached their threshold" in table
     assert table.splitlines()[0] in proc.stdout  # the table is printed too
+    check_png(out / "curves.png", rows=len(rows))
+
+
+def check_png(path: Path, rows: int) -> None:
+    """A PNG that reads back as an image with a panel row per entry (about 2.6 inches at 80 dpi each)."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.shape[1] == 800 and image.shape[0] >= 200 * rows, image.shape
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_run_all_suite_quick_runs_box2d_and_mujoco_entries(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    only = "dqn@LunarLander-v3 ddpg@Hopper-v5"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), "--suite", "--quick", "--seeds", "1", "--only", only, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    got = [(r["entry"], r["env_id"]) for r in rows]
+    assert got == [("dqn@LunarLander-v3", "LunarLander-v3"), ("ddpg@Hopper-v5", "Hopper-v5")]
+    check_png(out / "curves.png", rows=2)
+
+
+@pytest.mark.parametrize("group", ["table", "suite"])
+def test_run_all_list_gives_the_commands_of_facts_toml(group: str) -> None:
+    flag = ["--suite"] if group == "suite" else []
+    proc = subprocess.run(
+        ["bash", str(ROOT / "run_all.sh"), *flag, "--list", "--seeds", "1 2"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    entries = [e for e in FACTS[group] if e.get(group, True)]
+    expected = []
+    for e in entries:
+        flags = e.get("flags", "")
+        if group == "suite":
+            flags = f"--env-id {e['env']} --total-timesteps {e['budget']} --eval-frequency {e['budget'] // 10} {flags}"
+        expected += [f"python algos/{e['file']}.py --seed {seed} {flags}".strip() for seed in (1, 2)]
+    assert [line.strip() for line in proc.stdout.splitlines()] == expected
 
 
 def test_run_all_rejects_bad_options(tmp_path: Path) -> None:
-    for args in (["-j", "0"], ["--frobnicate"]):
+    for args in (["-j", "0"], ["--frobnicate"], ["--only", "no_such_entry"]):
         proc = subprocess.run(
             ["bash", str(ROOT / "run_all.sh"), *args, "--out", str(tmp_path)],
             capture_output=True,
