@@ -56,22 +56,26 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    learning_rate: float = 1e-3
-    """Adam step size at the start"""
+    learning_rate: float | None = None
+    """Adam step size at the start (None: 1e-3 for Discrete actions, 3e-4 for Box)"""
     anneal_lr: bool = True
     """decay the step size linearly to 0 over the budget"""
-    num_envs: int = 8
-    """N: synchronous envs collecting each rollout"""
-    num_steps: int = 32
-    """T: steps per env per rollout"""
-    gamma: float = 0.98
-    """discount factor"""
-    gae_lambda: float = 0.8
-    """GAE lambda: 0 is the one-step TD error, 1 the Monte-Carlo advantage"""
-    num_minibatches: int = 1
-    """minibatches per epoch (M = N * T / num_minibatches samples each)"""
-    update_epochs: int = 20
-    """K: epochs over each rollout"""
+    num_envs: int | None = None
+    """N: synchronous envs collecting each rollout (None: 8 Discrete, 1 Box)"""
+    num_steps: int | None = None
+    """T: steps per env per rollout (None: 32 Discrete, 2048 Box)"""
+    gamma: float | None = None
+    """discount factor (None: 0.98 Discrete, 0.99 Box)"""
+    gae_lambda: float | None = None
+    """GAE lambda: 0 is the one-step TD error, 1 the Monte-Carlo advantage (None: 0.8 Discrete, 0.95 Box)"""
+    num_minibatches: int | None = None
+    """minibatches per epoch, of N * T / num_minibatches samples each (None: 1 Discrete, 32 Box)"""
+    update_epochs: int | None = None
+    """K: epochs over each rollout (None: 20 Discrete, 10 Box)"""
+    norm_obs: bool | None = None
+    """normalise observations by running mean and std, kept in the checkpoint (None: off Discrete, on Box)"""
+    norm_reward: bool | None = None
+    """scale rewards by the running std of the discounted return (None: off Discrete, on Box)"""
     norm_adv: bool = True
     """normalise the advantages within each minibatch"""
     clip_coef: float = 0.2
@@ -141,6 +145,20 @@ def gae(
     return advantages
 
 
+def update_mean_var(mean: np.ndarray, var: np.ndarray, count: float, batch: np.ndarray) -> tuple:
+    """The running mean and variance of every sample seen, merged with a batch (one sample a row) by
+    the parallel formula of Chan et al.: the statistics behind --norm-obs and --norm-reward."""
+    b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+    delta, total = b_mean - mean, count + b_count
+    m2 = var * count + b_var * b_count + delta**2 * count * b_count / total
+    return mean + delta * b_count / total, m2 / total, total
+
+
+def normalize(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """(x - mean) / std, clipped to [-10, 10] as the peers do (a rare outlier cannot swamp the network)."""
+    return np.clip((x - mean) / np.sqrt(var + 1e-8), -10.0, 10.0).astype(np.float32)
+
+
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
     """Step 17: mean of -min(rho A, clip(rho, 1 - eps, 1 + eps) A)."""
     return -torch.min(ratio * advantages, ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef) * advantages).mean()
@@ -182,14 +200,24 @@ def mlp(sizes: list[int], out_std: float) -> nn.Sequential:
 
 
 class Agent(nn.Module):
-    """Actor pi(a|s; phi) and critic V(s; theta) as two separate networks."""
+    """Actor pi(a|s; phi) and critic V(s; theta) as two separate networks, and the observation statistics
+    of --norm-obs (buffers, so the checkpoint carries them and evaluation normalises as training did)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...]) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool) -> None:
         super().__init__()
         self.discrete = discrete
         self.actor = mlp([obs_dim, *hidden, act_dim], 0.01)  # logits, or the Gaussian mean
         self.critic = mlp([obs_dim, *hidden, 1], 1.0)
         self.log_std = nn.Parameter(torch.zeros(act_dim), requires_grad=not discrete)
+        self.register_buffer("norm_obs", torch.tensor(norm_obs))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.norm_obs:
+            return obs
+        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0).float()
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -212,12 +240,12 @@ class Agent(nn.Module):
 def make_agent(args: Args, env: gym.Env) -> nn.Module:
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
-    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes)  # [PPO 1-2] phi, theta
+    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes, args.norm_obs)  # [PPO 1-2]
 
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """The greedy policy, for evaluation: the most likely action, or the Gaussian's mean."""
-    return agent.greedy(obs)
+    return agent.greedy(agent.normalize(obs))
 
 
 # ----------------------------------------------------------------------------- training
@@ -243,7 +271,18 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     def to_device(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float32, device=device)
 
-    obs_np, _ = envs.reset(seed=args.seed)
+    # running statistics of --norm-obs (from the agent: a loaded one goes on with its own) and --norm-reward
+    o_mean, o_var, o_count = (x.cpu().numpy().copy() for x in (agent.obs_mean, agent.obs_var, agent.obs_count))
+    r_mean, r_var, r_count, disc_ret = np.zeros(1), np.ones(1), 1e-4, np.zeros(N)
+
+    def observe(raw: np.ndarray) -> np.ndarray:
+        nonlocal o_mean, o_var, o_count
+        if not args.norm_obs:
+            return raw
+        o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw)
+        return normalize(raw, o_mean, o_var)
+
+    obs_np = observe(envs.reset(seed=args.seed)[0])
     ep_ret, ep_len, global_step = np.zeros(N), np.zeros(N, dtype=np.int64), 0
     for iteration in range(num_iterations):  # [PPO 3] repeat
         if args.anneal_lr:
@@ -257,16 +296,23 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
             act_buf[t] = a_np
             # [PPO 7] apply a^t, observe r^t and s^{t+1}
             env_action = a_np if discrete else np.clip(a_np, space.low, space.high)
-            obs_np, reward, terminated, truncated, info = envs.step(env_action)
-            global_step += N
-            rew_buf[t], done_buf[t], cut_buf[t] = reward, terminated | truncated, truncated & ~terminated
+            raw_obs, reward, terminated, truncated, info = envs.step(env_action)
+            obs_np, global_step = observe(raw_obs), global_step + N
             ep_ret, ep_len = ep_ret + reward, ep_len + 1
+            if args.norm_reward:  # r / std of the discounted return, as gymnasium's NormalizeReward
+                disc_ret = disc_ret * args.gamma * (1.0 - terminated) + reward
+                r_mean, r_var, r_count = update_mean_var(r_mean, r_var, r_count, disc_ret[:, None])
+                reward = np.clip(reward / np.sqrt(r_var + 1e-8), -10.0, 10.0)
+            rew_buf[t], done_buf[t], cut_buf[t] = reward, terminated | truncated, truncated & ~terminated
             for i in np.flatnonzero(terminated | truncated):
                 run.log_episode(global_step, ep_ret[i], ep_len[i])
                 ep_ret[i], ep_len[i] = 0.0, 0
                 if cut_buf[t, i]:  # a time limit, not a terminal state: V(final obs) still counts
-                    final_obs[t, i] = info["final_obs"][i]
+                    final_obs[t, i] = normalize(info["final_obs"][i], o_mean, o_var) if args.norm_obs else \
+                        info["final_obs"][i]
 
+        for buffer, value in ((agent.obs_mean, o_mean), (agent.obs_var, o_var), (agent.obs_count, o_count)):
+            buffer.copy_(torch.as_tensor(value))  # the statistics evaluation and the checkpoint use
         b_obs, b_act = to_device(obs_buf).reshape(batch_size, obs_dim), to_device(act_buf).flatten(0, 1)
         cut = cut_buf > 0
         with torch.no_grad():
@@ -315,7 +361,7 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
         clipfrac = ((torch.cat(ratios) - 1.0).abs() > args.clip_coef).float().mean()
         for tag, value in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy.mean()),
                            ("approx_kl", approx_kl), ("clipfrac", clipfrac), ("explained_variance", explained_var)):
-            run.writer.add_scalar(f"losses/{tag}", float(value), global_step)
+            run.writer.add_scalar(f"losses/{tag}", torch.as_tensor(value).item(), global_step)
         run.writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
         if run.tick(global_step):
             break
@@ -335,7 +381,15 @@ FRACTIONS = ("gamma", "gae_lambda")
 RULES = {"--num-envs x --num-steps must split evenly into --num-minibatches minibatches":
          lambda a: (a.num_envs * a.num_steps) % a.num_minibatches == 0}
 WARNINGS: dict = {}
-ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
+ARCHITECTURE = ("hidden_sizes", "norm_obs")  # taken from the checkpoint with --load-model
+# The knobs left at None above, by the env's action space: CartPole-fast for Discrete (rl-zoo's CartPole
+# settings), the peers' MuJoCo settings for Box (CleanRL's ppo_continuous_action, rl-zoo's normalisation).
+BY_ACTION_SPACE = {
+    "Discrete": dict(learning_rate=1e-3, num_envs=8, num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1,
+                     update_epochs=20, norm_obs=False, norm_reward=False),
+    "Box": dict(learning_rate=3e-4, num_envs=1, num_steps=2048, gamma=0.99, gae_lambda=0.95, num_minibatches=32,
+                update_epochs=10, norm_obs=True, norm_reward=True),
+}
 
 
 # ====================================================================== run block: the same in every deep file
@@ -377,12 +431,15 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
         env.close()
         raise UsageError(problem.strip())
     if env.spec is None or env.spec.max_episode_steps is None:
-        env = gym.wrappers.TimeLimit(env, max_episode_steps=args.max_episode_steps)
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=max(args.max_episode_steps, 1))  # checked next
     return env
 
 
-def check_args(args: Args) -> None:
-    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES, WARNINGS) and the run's own."""
+def check_args(args: Args, space: gym.Space) -> None:
+    """Fills the knobs left at None from BY_ACTION_SPACE, then checks the rules above (POSITIVE, NON_NEGATIVE,
+    FRACTIONS, RULES, WARNINGS) and the run's own."""
+    for name, value in BY_ACTION_SPACE.get(type(space).__name__, {}).items():
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
     for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
         values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
@@ -491,14 +548,14 @@ def load_checkpoint(args: Args) -> dict:
         raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
     if (saved := ckpt["args"]["env_id"]) != args.env_id:
         raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
-    for name in ARCHITECTURE:
-        setattr(args, name, type(getattr(args, name))(ckpt["args"][name]))
+    for name, value in ((name, ckpt["args"][name]) for name in ARCHITECTURE):
+        setattr(args, name, tuple(value) if isinstance(value, list) else value)
     return ckpt
 
 
 def main(args: Args) -> dict:
-    check_args(args)
     env = make_env(args)  # checks the spaces before anything is written
+    check_args(args, env.action_space)
     target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
     if args.cuda and not torch.cuda.is_available():
         warn("--cuda given but CUDA is not available; running on CPU")

@@ -272,6 +272,7 @@ FRACTIONS = ("gamma",)
 RULES: dict = {}
 WARNINGS: dict = {}
 ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
+BY_ACTION_SPACE: dict = {}  # no knob depends on the action space
 
 
 # ====================================================================== run block: the same in every deep file
@@ -313,12 +314,15 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
         env.close()
         raise UsageError(problem.strip())
     if env.spec is None or env.spec.max_episode_steps is None:
-        env = gym.wrappers.TimeLimit(env, max_episode_steps=args.max_episode_steps)
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=max(args.max_episode_steps, 1))  # checked next
     return env
 
 
-def check_args(args: Args) -> None:
-    """The rules above (POSITIVE, NON_NEGATIVE, FRACTIONS, RULES, WARNINGS) and the run's own."""
+def check_args(args: Args, space: gym.Space) -> None:
+    """Fills the knobs left at None from BY_ACTION_SPACE, then checks the rules above (POSITIVE, NON_NEGATIVE,
+    FRACTIONS, RULES, WARNINGS) and the run's own."""
+    for name, value in BY_ACTION_SPACE.get(type(space).__name__, {}).items():
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
     for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
         values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
@@ -427,14 +431,14 @@ def load_checkpoint(args: Args) -> dict:
         raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
     if (saved := ckpt["args"]["env_id"]) != args.env_id:
         raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
-    for name in ARCHITECTURE:
-        setattr(args, name, type(getattr(args, name))(ckpt["args"][name]))
+    for name, value in ((name, ckpt["args"][name]) for name in ARCHITECTURE):
+        setattr(args, name, tuple(value) if isinstance(value, list) else value)
     return ckpt
 
 
 def main(args: Args) -> dict:
-    check_args(args)
     env = make_env(args)  # checks the spaces before anything is written
+    check_args(args, env.action_space)
     target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
     if args.cuda and not torch.cuda.is_available():
         warn("--cuda given but CUDA is not available; running on CPU")

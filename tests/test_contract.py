@@ -214,7 +214,9 @@ def test_evaluation_is_seeded_apart_from_training(algo: str) -> None:
     real = m.make_env
     m.make_env = lambda a, render_mode=None: Recorder(real(a, render_mode))
     try:
-        agent = m.make_agent(args, real(args))
+        env = real(args)
+        m.check_args(args, env.action_space)  # as main does: fills the knobs chosen by action space
+        agent = m.make_agent(args, env)
         returns = m.evaluate(agent, args, torch.device("cpu"))
     finally:
         m.make_env = real
@@ -277,3 +279,20 @@ def test_only_finished_episodes_are_logged(algo: str, log_dir: Path) -> None:
         lengths = [int(v) for _, v in scalars.get("charts/episodic_length", [])]
         assert steps == list(itertools.accumulate(lengths)) and all(s <= budget for s in steps)
         assert budget != 5 or not steps, steps
+
+
+def test_ppo_box_checkpoint_carries_the_observation_statistics(log_dir: Path) -> None:
+    """Box actions turn --norm-obs on: the running statistics travel in the checkpoint, and the reloaded
+    agent evaluates exactly as the trained one did."""
+    flags = SMOKE_ARGS["ppo"] + ["--env-id", "Pendulum-v1", "--num-steps", "128", "--seed", "3"]
+    trained = run_algo("ppo", flags + ["--save-model"], log_dir)
+    assert trained.returncode == 0, trained.stderr
+    summary = summary_of(trained.stdout)
+    ckpt = torch.load(summary["checkpoint"], weights_only=True)
+    assert ckpt["args"]["norm_obs"] is True and ckpt["args"]["num_steps"] == 128
+    assert bool(ckpt["agent"]["norm_obs"]) and ckpt["agent"]["obs_count"] > 1000
+    assert ckpt["agent"]["obs_var"].min() > 0 and ckpt["agent"]["obs_mean"].abs().max() > 0
+    loaded = run_algo("ppo", ["--env-id", "Pendulum-v1", "--load-model", summary["checkpoint"], "--eval-only",
+                              "--seed", "3", "--eval-episodes", "2"], log_dir)
+    assert loaded.returncode == 0, loaded.stderr
+    assert summary_of(loaded.stdout)["eval_return_mean"] == summary["eval_return_mean"]
