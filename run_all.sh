@@ -172,7 +172,7 @@ for row, (entry, rs) in zip(axes, by.items()):
         ax.set(title=f"{entry} on {rs[0]['env_id']}", xlabel=label, ylabel="greedy eval return")
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-    row[0].legend(fontsize=7, loc="lower right")
+    row[0].legend(fontsize=7, loc="best")
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=80)
 print(f"run_all.sh: learning curves of {len(by)} entries in {sys.argv[2]}")

@@ -203,7 +203,8 @@ class Agent(nn.Module):
     """Actor pi(a|s; phi) and critic V(s; theta) as two separate networks, and the observation statistics
     of --norm-obs (buffers, so the checkpoint carries them and evaluation normalises as training did)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False
+                 ) -> None:
         super().__init__()
         self.discrete = discrete
         self.actor = mlp([obs_dim, *hidden, act_dim], 0.01)  # logits, or the Gaussian mean
