@@ -276,12 +276,14 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     o_mean, o_var, o_count = (x.cpu().numpy().copy() for x in (agent.obs_mean, agent.obs_var, agent.obs_count))
     r_mean, r_var, r_count, disc_ret = np.zeros(1), np.ones(1), 1e-4, np.zeros(N)
 
-    def observe(raw: np.ndarray) -> np.ndarray:
+    def scaled(raw: np.ndarray) -> np.ndarray:
+        return normalize(raw, o_mean, o_var) if args.norm_obs else raw
+
+    def observe(raw: np.ndarray) -> np.ndarray:  # new observations also update the statistics
         nonlocal o_mean, o_var, o_count
-        if not args.norm_obs:
-            return raw
-        o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw)
-        return normalize(raw, o_mean, o_var)
+        if args.norm_obs:
+            o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw)
+        return scaled(raw)
 
     obs_np = observe(envs.reset(seed=args.seed)[0])
     ep_ret, ep_len, global_step = np.zeros(N), np.zeros(N, dtype=np.int64), 0
@@ -309,8 +311,7 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
                 run.log_episode(global_step, ep_ret[i], ep_len[i])
                 ep_ret[i], ep_len[i] = 0.0, 0
                 if cut_buf[t, i]:  # a time limit, not a terminal state: V(final obs) still counts
-                    final_obs[t, i] = normalize(info["final_obs"][i], o_mean, o_var) if args.norm_obs else \
-                        info["final_obs"][i]
+                    final_obs[t, i] = scaled(info["final_obs"][i])
 
         for buffer, value in ((agent.obs_mean, o_mean), (agent.obs_var, o_var), (agent.obs_count, o_count)):
             buffer.copy_(torch.as_tensor(value))  # the statistics evaluation and the checkpoint use

@@ -10,15 +10,15 @@ import pytest
 from conftest import FACTS, PRESENT, ROOT
 
 
+def run_all(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`bash run_all.sh args` as a user runs it, with no stdin."""
+    cmd = ["bash", str(ROOT / "run_all.sh"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
 def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    proc = subprocess.run(
-        ["bash", str(ROOT / "run_all.sh"), "--quick", "--seeds", "1", "-j", "2", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_all("--quick", "--seeds", "1", "-j", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["algo"].split("/")[0] for r in rows} == set(PRESENT)
@@ -43,13 +43,7 @@ def check_png(path: Path, rows: int) -> None:
 def test_run_all_suite_quick_runs_box2d_and_mujoco_entries(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     only = "dqn@LunarLander-v3 ddpg@Hopper-v5"
-    proc = subprocess.run(
-        ["bash", str(ROOT / "run_all.sh"), "--suite", "--quick", "--seeds", "1", "--only", only, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_all("--suite", "--quick", "--seeds", "1", "--only", only, "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     got = [(r["entry"], r["env_id"]) for r in rows]
@@ -60,10 +54,7 @@ def test_run_all_suite_quick_runs_box2d_and_mujoco_entries(tmp_path: Path) -> No
 @pytest.mark.parametrize("group", ["table", "suite"])
 def test_run_all_list_gives_the_commands_of_facts_toml(group: str) -> None:
     flag = ["--suite"] if group == "suite" else []
-    proc = subprocess.run(
-        ["bash", str(ROOT / "run_all.sh"), *flag, "--list", "--seeds", "1 2"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )
+    proc = run_all(*flag, "--list", "--seeds", "1 2", timeout=60)
     assert proc.returncode == 0, proc.stderr
     entries = [e for e in FACTS[group] if e.get(group, True)]
     expected = []
@@ -77,11 +68,5 @@ def test_run_all_list_gives_the_commands_of_facts_toml(group: str) -> None:
 
 def test_run_all_rejects_bad_options(tmp_path: Path) -> None:
     for args in (["-j", "0"], ["--frobnicate"], ["--only", "no_such_entry"]):
-        proc = subprocess.run(
-            ["bash", str(ROOT / "run_all.sh"), *args, "--out", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = run_all(*args, "--out", str(tmp_path), timeout=60)
         assert proc.returncode == 2 and "run_all.sh" in proc.stderr
