@@ -95,8 +95,6 @@ class Args:
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """greedy evaluation episodes (after training and at each periodic evaluation)"""
-    target_return: float | None = None
-    """mean eval return that counts as solved (default: the env's reward_threshold)"""
     max_episode_steps: int = 1_000
     """time limit for envs that have none"""
     cuda: bool = False
@@ -291,10 +289,8 @@ BY_ACTION_SPACE: dict = {}  # no knob depends on the action space
 
 
 # ====================================================================== run block: the same in every deep file
-# Below this line the text is word for word the same in dqn, ddqn, reinforce, a2c, ppo, ddpg and maddpg (a
-# test compares them): env and args checks, run directory, TensorBoard, progress, evaluation, video,
-# checkpoints, Ctrl-C and the summary. It reads the data above (ACTION_SPACES, POSITIVE, ...) and calls
-# make_agent, act and train. A reader of the slides can stop here.
+# The same text in all seven deep files (a test compares them): checks, run directory, TensorBoard, progress,
+# evaluation, video, checkpoints, Ctrl-C, summary. It reads the data above and calls make_agent, act and train.
 SCRIPT = os.path.basename(__file__)
 
 
@@ -311,7 +307,7 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
     try:
         if ENV_MAKERS and args.env_id not in ENV_MAKERS:
             raise gym.error.Error(f"{SCRIPT} runs {', '.join(ENV_MAKERS)}")
-        make = ENV_MAKERS.get(args.env_id, lambda args, render_mode: gym.make(args.env_id, render_mode=render_mode))
+        make = ENV_MAKERS[args.env_id] if ENV_MAKERS else lambda args, mode: gym.make(args.env_id, render_mode=mode)
         env = make(args, render_mode)
     except gym.error.DependencyNotInstalled as e:  # a registered env whose extra is missing (box2d, mujoco)
         raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
@@ -334,18 +330,17 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
 
 
 def check_args(args: Args, space: gym.Space) -> None:
-    """Fills the knobs left at None from BY_ACTION_SPACE, then checks the rules above (POSITIVE, NON_NEGATIVE,
-    FRACTIONS, RULES, WARNINGS) and the run's own."""
+    """Fills the knobs left at None from BY_ACTION_SPACE, then checks the rules above and the run's own."""
     for name, value in BY_ACTION_SPACE.get(type(space).__name__, {}).items():
         setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     positive = (*POSITIVE, "total_timesteps", "eval_episodes", "num_threads", "max_episode_steps")
     for name in (*positive, *NON_NEGATIVE, *FRACTIONS, "eval_frequency"):
-        values = getattr(args, name) if isinstance(getattr(args, name), tuple) else (getattr(args, name),)
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        values = value if isinstance(value, tuple) else (value,)
         if name in FRACTIONS and not all(0.0 <= v <= 1.0 for v in values):
-            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(args, name)}.")
-        if any(v <= 0 for v in values) if name in positive else any(v < 0 for v in values):
-            need = "positive" if name in positive else ">= 0"
-            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {getattr(args, name)}.")
+            raise UsageError(f"{flag} must lie in [0, 1], got {value}.")
+        if any(v <= 0 if name in positive else v < 0 for v in values):
+            raise UsageError(f"{flag} must be {'positive' if name in positive else '>= 0'}, got {value}.")
     rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only}
     for message, holds in rules.items():
         if not holds(args):
@@ -356,12 +351,11 @@ def check_args(args: Args, space: gym.Space) -> None:
 
 
 class Run:
-    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
-    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
+    """What the training loop reports to: run directory and TensorBoard, the clock (less evaluation time),
+    progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
 
-    def __init__(self, args: Args, agent: nn.Module, device: torch.device, target: float | None) -> None:
-        self.args, self.agent, self.device, self.target = args, agent, device, target
-        stamp = int(time.time())
+    def __init__(self, args: Args, agent: nn.Module, device: torch.device) -> None:
+        self.args, self.agent, self.device, stamp = args, agent, device, int(time.time())
         while True:  # never reuse a run directory: makedirs fails if another run holds the name
             try:
                 os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
@@ -393,8 +387,7 @@ class Run:
         mean, std = float(np.mean(returns)), float(np.std(returns))
         self.writer.add_scalar("eval/episodic_return", mean, step)
         self.evals.append([step, round(seconds, 3), mean, std])
-        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
-        print(f"eval at step {step:,}: {mean:.2f} ± {std:.2f} over {len(returns)} episodes{met}", flush=True)
+        print(f"eval at step {step:,}: {mean:.2f} ± {std:.2f} over {len(returns)} episodes", flush=True)
 
     def tick(self, step: int) -> bool:
         """The end of a pass of the loop at env step `step`: evaluate when due, print progress every 2 s.
@@ -454,7 +447,6 @@ def load_checkpoint(args: Args) -> dict:
 def main(args: Args) -> dict:
     env = make_env(args)  # checks the spaces before anything is written
     check_args(args, env.action_space)
-    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
     if args.cuda and not torch.cuda.is_available():
         warn("--cuda given but CUDA is not available; running on CPU")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -471,7 +463,7 @@ def main(args: Args) -> dict:
     env.close()
     if ckpt is not None:
         agent.load_state_dict(ckpt["agent"])
-    run = Run(args, agent, device, target)
+    run = Run(args, agent, device)
 
     def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
         if run.stop:
@@ -498,17 +490,14 @@ def main(args: Args) -> dict:
     if checkpoint:
         torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
     run.writer.close()
-    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
     mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
     words = [f"greedy eval {mean:.2f} ± {std:.2f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
-    if run.target is not None and not args.eval_only:
-        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
     words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
     print(f"{SCRIPT}: " + "; ".join(words), flush=True)
     return {"algo": SCRIPT[:-3], "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
             "eval_return_mean": mean, "eval_return_std": std, "train_seconds": round(train_seconds, 3),
-            "sps": round(sps, 1), "run_dir": run.dir, "interrupted": run.stop, "target_return": run.target,
-            "first_met_step": met[0][0] if met else None, "evals": run.evals, "checkpoint": checkpoint}
+            "sps": round(sps, 1), "run_dir": run.dir, "interrupted": run.stop, "evals": run.evals,
+            "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":

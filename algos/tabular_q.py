@@ -70,8 +70,6 @@ class Args:
     """episodes between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """greedy evaluation episodes (after training and at each periodic evaluation)"""
-    target_return: float | None = None
-    """mean eval return that counts as solved (default: the env's reward_threshold)"""
     max_episode_steps: int = 500
     """time limit for envs that have none (e.g. CliffWalking-v1)"""
     torch_deterministic: bool = True
@@ -175,10 +173,8 @@ FRACTIONS = ("gamma", "start_e", "end_e", "exploration_fraction")
 
 
 # ====================================================================== run block: the same in every deep file
-# Below this line: the run block of the deep files, in the same order and with the same names, without
-# torch and counting episodes (a test compares what it can): env and args checks, run directory,
-# TensorBoard, progress, evaluation, video, checkpoints, Ctrl-C and the summary. A reader of the slides
-# can stop here.
+# The run block of the deep files, with the same names in the same order (a test compares them), without torch
+# and counting episodes: checks, run directory, TensorBoard, progress, evaluation, video, checkpoints, Ctrl-C.
 SCRIPT = os.path.basename(__file__)
 
 
@@ -225,12 +221,11 @@ def check_args(args: Args) -> None:
 
 
 class Run:
-    """What the training loop reports to, a line a time: run directory and TensorBoard, the clock (less
-    evaluation time), progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
+    """What the training loop reports to: run directory and TensorBoard, the clock (less evaluation time),
+    progress lines every 2 s, periodic evaluations and the Ctrl-C flag."""
 
-    def __init__(self, args: Args, agent: np.ndarray, target: float | None) -> None:
-        self.args, self.agent, self.target = args, agent, target
-        stamp = int(time.time())
+    def __init__(self, args: Args, agent: np.ndarray) -> None:
+        self.args, self.agent, stamp = args, agent, int(time.time())
         while True:  # never reuse a run directory: makedirs fails if another run holds the name
             try:
                 os.makedirs(name := os.path.join(args.log_dir, f"{args.env_id}__{args.exp_name}__{args.seed}__{stamp}"))
@@ -258,8 +253,7 @@ class Run:
         mean, std = float(np.mean(returns)), float(np.std(returns))
         self.writer.add_scalar("eval/episodic_return", mean, step)
         self.evals.append([step, round(seconds, 3), mean, std])
-        met = "" if self.target is None else f" (target {self.target:g}: {'met' if mean >= self.target else 'not yet'})"
-        print(f"eval at step {step:,}: {mean:.3f} ± {std:.3f} over {len(returns)} episodes{met}", flush=True)
+        print(f"eval at step {step:,}: {mean:.3f} ± {std:.3f} over {len(returns)} episodes", flush=True)
 
     def tick(self, episode: int, step: int) -> bool:
         """The end of episode `episode`, at env step `step`: evaluate when due, print progress every 2 s.
@@ -314,7 +308,6 @@ def load_checkpoint(args: Args) -> dict:
 def main(args: Args) -> dict:
     check_args(args)
     env = make_env(args)  # checks the spaces before anything is written
-    target = args.target_return if args.target_return is not None else getattr(env.spec, "reward_threshold", None)
     ckpt = load_checkpoint(args) if args.load_model else None
     q = make_agent(args, env)
     env.close()
@@ -322,7 +315,7 @@ def main(args: Args) -> dict:
         if ckpt["q"].shape != q.shape:
             raise UsageError(f"--load-model {args.load_model} holds a {ckpt['q'].shape} table, not {q.shape}.")
         q[:] = ckpt["q"]
-    run = Run(args, q, target)
+    run = Run(args, q)
 
     def on_ctrl_c(signum: int, frame: object) -> None:  # the first press stops the loop, a second aborts
         if run.stop:
@@ -349,18 +342,14 @@ def main(args: Args) -> dict:
     if checkpoint:
         np.savez(checkpoint, q=q, args=json.dumps(asdict(args)), algo=SCRIPT)
     run.writer.close()
-    met = [e for e in run.evals if run.target is not None and e[2] >= run.target]
     mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
     words = [f"greedy eval {mean:.3f} ± {std:.3f} over {len(returns)} episodes" if returns else "interrupted: no eval"]
-    if run.target is not None and not args.eval_only:
-        words += [f"target {run.target:g} first met at step {met[0][0]:,}" if met else f"target {run.target:g} not met"]
     words += [f"checkpoint at {checkpoint}"] * bool(checkpoint) + [f"videos in {video_dir}"] * bool(video_dir)
     print(f"{SCRIPT}: " + "; ".join(words), flush=True)
     return {"algo": f"tabular_q/{args.algo}", "env_id": args.env_id, "seed": args.seed, "total_timesteps": run.step,
             "total_episodes": run.episode, "eval_return_mean": mean, "eval_return_std": std,
             "train_seconds": round(train_seconds, 3), "sps": round(sps, 1), "run_dir": run.dir,
-            "interrupted": run.stop, "target_return": run.target, "first_met_step": met[0][0] if met else None,
-            "evals": run.evals, "checkpoint": checkpoint}
+            "interrupted": run.stop, "evals": run.evals, "checkpoint": checkpoint}
 
 
 if __name__ == "__main__":
