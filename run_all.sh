@@ -69,11 +69,11 @@ RESULTS="$OUT/results.jsonl"; : > "$RESULTS"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1   # one thread per training process; -j sets the parallelism
 
 run_one() {  # entry seed -> OUT/logs/<entry>__<seed>__<stamp>.{log,json,rc}
-  local entry=$1 seed=$2 base="$OUT/logs/${1}__${2}__$STAMP"
+  local entry=$1 seed=$2 base="$OUT/logs/${1}__${2}__$STAMP" start=$SECONDS
   # shellcheck disable=SC2086  # flags are words on purpose
   python "algos/${FILE[$entry]}.py" --seed "$seed" --log-dir "$OUT/bench" ${FLAGS[$entry]} > "$base.log" 2>&1
   local rc=$?
-  echo "$rc" > "$base.rc"
+  echo "$rc $(( SECONDS - start ))" > "$base.rc"  # exit status, wall seconds of the whole run
   if [[ $rc == 0 ]]; then tail -n 1 "$base.log" > "$base.json"; fi
   echo "  $entry seed $seed: exit $rc  ($base.log)"
 }
@@ -91,9 +91,10 @@ FAILED=0
 for entry in "${ENTRIES[@]}"; do
   for seed in $SEEDS; do
     base="$OUT/logs/${entry}__${seed}__$STAMP"
-    if [[ "$(cat "$base.rc" 2>/dev/null)" == 0 ]]; then
-      python -c 'import json,sys; d=json.loads(open(sys.argv[1]).read()); d.update(entry=sys.argv[2], threshold=float(sys.argv[3]), flags=sys.argv[4]); print(json.dumps(d))' \
-        "$base.json" "$entry" "${THRESH[$entry]}" "${FLAGS[$entry]}" >> "$RESULTS" || FAILED=1
+    read -r rc wall 2>/dev/null < "$base.rc" || rc=missing
+    if [[ "$rc" == 0 ]]; then
+      python -c 'import json,sys; d=json.loads(open(sys.argv[1]).read()); d.update(entry=sys.argv[2], threshold=float(sys.argv[3]), flags=sys.argv[4], wall_seconds=int(sys.argv[5])); print(json.dumps(d))' \
+        "$base.json" "$entry" "${THRESH[$entry]}" "${FLAGS[$entry]}" "$wall" >> "$RESULTS" || FAILED=1
     else
       FAILED=1
       echo "{\"algo\": \"${FILE[$entry]}\", \"entry\": \"$entry\", \"seed\": $seed, \"failed\": true, \"log\": \"$base.log\"}" >> "$RESULTS"
@@ -110,7 +111,7 @@ by = defaultdict(list)
 for r in rows:
     by[r["entry"]].append(r)
 head = ("| entry | env | budget | eval mean ± std over seeds | worst seed | steps to threshold | seconds to threshold "
-        "| wall seconds per run | SPS | threshold | passed |\n|---|---|---|---|---|---|---|---|---|---|---|")
+        "| train / wall seconds per run | SPS | threshold | passed |\n|---|---|---|---|---|---|---|---|---|---|---|")
 lines, n_pass, n_all = [head], 0, 0
 for entry, rs in by.items():
     ok = [r for r in rs if not r.get("failed")]
@@ -133,7 +134,8 @@ for entry, rs in by.items():
     lines.append(
         f"| {entry} | {ok[0]['env_id']} | {budget} | {st.mean(means):.2f} ± {sd:.2f} | "
         f"{worst['eval_return_mean']:.2f} (seed {worst['seed']}) | {steps} | {secs} | "
-        f"{st.median(r['train_seconds'] for r in ok):.0f} | {st.median(r['sps'] for r in ok):,.0f} | {thr:g} | "
+        f"{st.median(r['train_seconds'] for r in ok):.0f} / {st.median(r['wall_seconds'] for r in ok):.0f} | "
+        f"{st.median(r['sps'] for r in ok):,.0f} | {thr:g} | "
         f"{len(passed)}/{len(rs)} |"
     )
 lines.append("")

@@ -23,8 +23,9 @@ The slides' per-step update runs here per rollout:
     16-17. Update phi and theta (one Adam step on the summed loss, gradient norm clipped).
 
 Discrete actions use a softmax (Categorical) policy; Box actions a Gaussian with a learned,
-state-independent log-std, clipped to the bounds in the env. A time-limit truncation is not
-terminal: its return bootstraps from V(final observation).
+state-independent log-std, clipped to the bounds in the env, and by default the peers' normalised
+observations (statistics kept in the checkpoint) and rewards, without the entropy bonus. A
+time-limit truncation is not terminal: its return bootstraps from V(final observation).
 
 Examples:
     python algos/a2c.py                               # CartPole-v1, 300k steps
@@ -69,8 +70,12 @@ class Args:
     """< 1: GAE(lambda) advantages (steadier on CartPole); 1.0: the slides' plain N-step returns"""
     norm_adv: bool = True
     """normalise the advantages within each rollout (scale-free policy steps)"""
-    ent_coef: float = 0.01
-    """weight of the entropy bonus"""
+    norm_obs: bool | None = None
+    """normalise observations by running mean and std, kept in the checkpoint (None: off Discrete, on Box)"""
+    norm_reward: bool | None = None
+    """scale rewards by the running std of the discounted return (None: off Discrete, on Box)"""
+    ent_coef: float | None = None
+    """weight of the entropy bonus (None: 0.01 Discrete; 0 Box, where it would only widen the Gaussian)"""
     vf_coef: float = 0.5
     """weight of the critic loss"""
     max_grad_norm: float = 0.5
@@ -143,6 +148,20 @@ def gae(
     return advantages
 
 
+def update_mean_var(mean: np.ndarray, var: np.ndarray, count: float, batch: np.ndarray) -> tuple:
+    """The running mean and variance of every sample seen, merged with a batch (one sample a row) by
+    the parallel formula of Chan et al.: the statistics behind --norm-obs and --norm-reward."""
+    b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+    delta, total = b_mean - mean, count + b_count
+    m2 = var * count + b_var * b_count + delta**2 * count * b_count / total
+    return mean + delta * b_count / total, m2 / total, total
+
+
+def normalize(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """(x - mean) / std, clipped to [-10, 10] as the peers do (a rare outlier cannot swamp the network)."""
+    return np.clip((x - mean) / np.sqrt(var + 1e-8), -10.0, 10.0).astype(np.float32)
+
+
 def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     """log N(a; mu, sigma^2) summed over action dimensions (independent dimensions)."""
     z = (action - mean) / log_std.exp()
@@ -163,14 +182,25 @@ def mlp(sizes: list[int], out_std: float) -> nn.Sequential:
 
 
 class Agent(nn.Module):
-    """Actor pi(a|s; phi) and critic V(s; theta) as two separate networks."""
+    """Actor pi(a|s; phi) and critic V(s; theta) as two separate networks, and the observation statistics
+    of --norm-obs (buffers, so the checkpoint carries them and evaluation normalises as training did)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...]) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False
+                 ) -> None:
         super().__init__()
         self.discrete = discrete
         self.actor = mlp([obs_dim, *hidden, act_dim], 0.01)  # logits, or the Gaussian mean
         self.critic = mlp([obs_dim, *hidden, 1], 1.0)
         self.log_std = nn.Parameter(torch.zeros(act_dim), requires_grad=not discrete)
+        self.register_buffer("norm_obs", torch.tensor(norm_obs))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.norm_obs:
+            return obs
+        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0).float()
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
@@ -204,12 +234,12 @@ class Agent(nn.Module):
 def make_agent(args: Args, env: gym.Env) -> nn.Module:
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
-    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes)  # [A2C 1-2] phi, theta
+    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes, args.norm_obs)  # [A2C 1-2]
 
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """The greedy policy, for evaluation: the most likely action, or the Gaussian's mean."""
-    return agent.greedy(obs)
+    return agent.greedy(agent.normalize(obs))
 
 
 # ----------------------------------------------------------------------------- training
@@ -233,7 +263,20 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     def to_device(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float32, device=device)
 
-    obs_np, _ = envs.reset(seed=args.seed)
+    # running statistics of --norm-obs (from the agent: a loaded one goes on with its own) and --norm-reward
+    o_mean, o_var, o_count = (x.cpu().numpy().copy() for x in (agent.obs_mean, agent.obs_var, agent.obs_count))
+    r_mean, r_var, r_count, disc_ret = np.zeros(1), np.ones(1), 1e-4, np.zeros(N)
+
+    def scaled(raw: np.ndarray) -> np.ndarray:
+        return normalize(raw, o_mean, o_var) if args.norm_obs else raw
+
+    def observe(raw: np.ndarray) -> np.ndarray:  # new observations also update the statistics
+        nonlocal o_mean, o_var, o_count
+        if args.norm_obs:
+            o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw)
+        return scaled(raw)
+
+    obs_np = observe(envs.reset(seed=args.seed)[0])
     ep_ret, ep_len, global_step = np.zeros(N), np.zeros(N, dtype=np.int64), 0
     for iteration in range(num_iterations):  # [A2C 3] repeat
         if args.anneal_lr:  # (the slides' A2C uses a fixed step size; annealing steadies the end)
@@ -248,16 +291,22 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
             act_buf[t], val_buf[t] = a_np, value.cpu().numpy()
             # [A2C 7] apply a^t, observe r^t and s^{t+1}
             env_action = a_np if discrete else np.clip(a_np, space.low, space.high)
-            obs_np, reward, terminated, truncated, info = envs.step(env_action)
-            global_step += N
-            rew_buf[t], done_buf[t], cut_buf[t] = reward, terminated | truncated, truncated & ~terminated
+            raw_obs, reward, terminated, truncated, info = envs.step(env_action)
+            obs_np, global_step = observe(raw_obs), global_step + N
             ep_ret, ep_len = ep_ret + reward, ep_len + 1
+            if args.norm_reward:  # r / std of the discounted return, as gymnasium's NormalizeReward
+                disc_ret = disc_ret * args.gamma * (1.0 - terminated) + reward
+                r_mean, r_var, r_count = update_mean_var(r_mean, r_var, r_count, disc_ret[:, None])
+                reward = np.clip(reward / np.sqrt(r_var + 1e-8), -10.0, 10.0)
+            rew_buf[t], done_buf[t], cut_buf[t] = reward, terminated | truncated, truncated & ~terminated
             for i in np.flatnonzero(terminated | truncated):
                 run.log_episode(global_step, ep_ret[i], ep_len[i])
                 ep_ret[i], ep_len[i] = 0.0, 0
                 if cut_buf[t, i]:  # a time limit, not a terminal state: V(final obs) still counts
-                    final_obs[t, i] = info["final_obs"][i]
+                    final_obs[t, i] = scaled(info["final_obs"][i])
 
+        for buffer, value in ((agent.obs_mean, o_mean), (agent.obs_var, o_var), (agent.obs_count, o_count)):
+            buffer.copy_(torch.as_tensor(value))  # the statistics evaluation and the checkpoint use
         # [A2C 8-13] critic targets y (N-step returns) and advantages; V(s^{t+1}) is the next stored
         # value, V(final obs) after a truncation and 0 after a termination
         cut = cut_buf > 0
@@ -309,8 +358,12 @@ NON_NEGATIVE = ("ent_coef", "vf_coef")
 FRACTIONS = ("gamma", "gae_lambda")
 RULES: dict = {}
 WARNINGS: dict = {}
-ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
-BY_ACTION_SPACE: dict = {}  # no knob depends on the action space
+ARCHITECTURE = ("hidden_sizes", "norm_obs")  # taken from the checkpoint with --load-model
+# The knobs left at None above, by the env's action space (Box: normalisation as the peers do it)
+BY_ACTION_SPACE = {
+    "Discrete": dict(norm_obs=False, norm_reward=False, ent_coef=0.01),
+    "Box": dict(norm_obs=True, norm_reward=True, ent_coef=0.0),
+}
 
 
 # ====================================================================== run block: the same in every deep file

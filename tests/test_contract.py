@@ -281,18 +281,19 @@ def test_only_finished_episodes_are_logged(algo: str, log_dir: Path) -> None:
         assert budget != 5 or not steps, steps
 
 
-def test_ppo_box_checkpoint_carries_the_observation_statistics(log_dir: Path) -> None:
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_box_checkpoint_carries_the_observation_statistics(algo: str, log_dir: Path) -> None:
     """Box actions turn --norm-obs on: the running statistics travel in the checkpoint, and the reloaded
     agent evaluates exactly as the trained one did."""
-    flags = SMOKE_ARGS["ppo"] + ["--env-id", "Pendulum-v1", "--num-steps", "128", "--seed", "3"]
-    trained = run_algo("ppo", flags + ["--save-model"], log_dir)
+    flags = SMOKE_ARGS[algo] + ["--env-id", "Pendulum-v1", "--num-steps", "128", "--seed", "3"]
+    trained = run_algo(algo, flags + ["--save-model"], log_dir)
     assert trained.returncode == 0, trained.stderr
     summary = summary_of(trained.stdout)
     ckpt = torch.load(summary["checkpoint"], weights_only=True)
     assert ckpt["args"]["norm_obs"] is True and ckpt["args"]["num_steps"] == 128
     assert bool(ckpt["agent"]["norm_obs"]) and ckpt["agent"]["obs_count"] > 1000
     assert ckpt["agent"]["obs_var"].min() > 0 and ckpt["agent"]["obs_mean"].abs().max() > 0
-    loaded = run_algo("ppo", ["--env-id", "Pendulum-v1", "--load-model", summary["checkpoint"], "--eval-only",
+    loaded = run_algo(algo, ["--env-id", "Pendulum-v1", "--load-model", summary["checkpoint"], "--eval-only",
                               "--seed", "3", "--eval-episodes", "2"], log_dir)
     assert loaded.returncode == 0, loaded.stderr
     assert summary_of(loaded.stdout)["eval_return_mean"] == summary["eval_return_mean"]

@@ -7,13 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import PRESENT, load_module
-
-needs = lambda algo: pytest.mark.skipif(algo not in PRESENT, reason=f"{algo}.py not written yet")  # noqa: E731
+from conftest import load_module
 
 
 # ----------------------------------------------------------------------------- tabular_q
-@needs("tabular_q")
 def test_tabular_schedule_end_points() -> None:
     m = load_module("tabular_q")
     assert m.linear_schedule(1.0, 0.05, 100, 0) == 1.0
@@ -23,7 +20,6 @@ def test_tabular_schedule_end_points() -> None:
     assert m.linear_schedule(1.0, 0.05, 0, 0) == 0.05
 
 
-@needs("tabular_q")
 def test_one_q_learning_update_by_hand() -> None:
     m = load_module("tabular_q")
     q = np.array([[0.0, 1.0], [2.0, 4.0]])
@@ -36,7 +32,6 @@ def test_one_q_learning_update_by_hand() -> None:
     assert q[1].tolist() == [2.0, 4.0]  # nothing else moves
 
 
-@needs("tabular_q")
 def test_one_sarsa_update_by_hand() -> None:
     m = load_module("tabular_q")
     q = np.array([[0.0, 1.0], [2.0, 4.0]])
@@ -47,7 +42,6 @@ def test_one_sarsa_update_by_hand() -> None:
     assert q[0, 1] == pytest.approx(1.9)  # 1 + 0.5 * (2.8 - 1)
 
 
-@needs("tabular_q")
 def test_tabular_terminal_target_is_the_reward() -> None:
     m = load_module("tabular_q")
     q = np.array([[0.0, 1.0], [2.0, 4.0]])
@@ -55,7 +49,6 @@ def test_tabular_terminal_target_is_the_reward() -> None:
         assert m.td_target(q, r=1.0, s_next=1, a_next=1, terminated=True, gamma=0.9, algo=algo) == 1.0
 
 
-@needs("tabular_q")
 def test_epsilon_greedy_extremes() -> None:
     m = load_module("tabular_q")
     rng = np.random.default_rng(0)
@@ -68,8 +61,6 @@ def test_epsilon_greedy_extremes() -> None:
 # ----------------------------------------------------------------------------- dqn / ddqn
 @pytest.mark.parametrize("algo", ["dqn", "ddqn"])
 def test_deep_epsilon_schedule_end_points(algo: str) -> None:
-    if algo not in PRESENT:
-        pytest.skip(f"{algo}.py not written yet")
     m = load_module(algo)
     assert m.linear_schedule(1.0, 0.02, 20_000, 0) == 1.0
     assert m.linear_schedule(1.0, 0.02, 20_000, 10_000) == pytest.approx(0.51)
@@ -77,7 +68,6 @@ def test_deep_epsilon_schedule_end_points(algo: str) -> None:
     assert m.linear_schedule(1.0, 0.02, 20_000, 99_999) == pytest.approx(0.02)
 
 
-@needs("dqn")
 def test_dqn_td_target_with_and_without_terminal() -> None:
     m = load_module("dqn")
     rewards = torch.tensor([1.0, 1.0, 0.5])
@@ -102,8 +92,6 @@ def test_q_overestimation_adds_the_bootstrap_only_at_a_time_limit(algo: str) -> 
 
 @pytest.mark.parametrize("algo", ["dqn", "ddqn", "ddpg", "maddpg"])
 def test_soft_update_tau_0_half_1(algo: str) -> None:
-    if algo not in PRESENT:
-        pytest.skip(f"{algo}.py not written yet")
     m = load_module(algo)
     src, tgt = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
     with torch.no_grad():
@@ -116,7 +104,6 @@ def test_soft_update_tau_0_half_1(algo: str) -> None:
     assert (tgt.weight.item(), tgt.bias.item()) == (2.0, 4.0)
 
 
-@needs("ddqn")
 def test_double_q_target_uses_the_online_argmax() -> None:
     m = load_module("ddqn")
     rewards = torch.tensor([1.0, 1.0, 0.0])
@@ -130,8 +117,6 @@ def test_double_q_target_uses_the_online_argmax() -> None:
 
 @pytest.mark.parametrize("algo", ["dqn", "ddqn"])
 def test_numpy_greedy_action_matches_the_q_network_and_follows_updates(algo: str) -> None:
-    if algo not in PRESENT:
-        pytest.skip(f"{algo}.py not written yet")
     m = load_module(algo)
     torch.manual_seed(0)
     net = m.QNetwork(4, 3, (16, 8))
@@ -147,7 +132,6 @@ def test_numpy_greedy_action_matches_the_q_network_and_follows_updates(algo: str
 
 
 # ----------------------------------------------------------------------------- policy gradient family
-@needs("reinforce")
 def test_returns_to_go_with_gamma_and_bootstrap() -> None:
     m = load_module("reinforce")
     rewards = np.array([1.0, 1.0, 1.0])
@@ -158,7 +142,6 @@ def test_returns_to_go_with_gamma_and_bootstrap() -> None:
     assert m.returns_to_go(rewards, 1.0).tolist() == pytest.approx([3.0, 2.0, 1.0])
 
 
-@needs("reinforce")
 def test_reinforce_loss_by_hand() -> None:
     m = load_module("reinforce")
     logp = torch.tensor([-1.0, -2.0], requires_grad=True)
@@ -171,7 +154,6 @@ def test_reinforce_loss_by_hand() -> None:
 SLIDE_FLAGS = "--no-baseline --no-norm-adv --episodes-per-update 1 --max-grad-norm 0 --no-anneal-lr".split()
 
 
-@needs("reinforce")
 def test_reinforce_slide_flags_give_the_slides_gradient() -> None:
     """The docstring's flags for the slides' update: one episode, w_t = G_t with no baseline and no
     normalisation, no clipping, a fixed step size; the gradient is then -1/T sum_t G_t grad log pi."""
@@ -200,7 +182,6 @@ def test_reinforce_slide_flags_give_the_slides_gradient() -> None:
     assert agent.net[0].bias.grad.tolist() == pytest.approx([-0.125, 0.125])
 
 
-@needs("reinforce")
 def test_reinforce_default_weights_are_normalised_advantages() -> None:
     m = load_module("reinforce")
     agent = m.Agent(obs_dim=1, act_dim=2, discrete=True, hidden=())
@@ -214,7 +195,6 @@ def test_reinforce_default_weights_are_normalised_advantages() -> None:
     assert policy_loss.item() == pytest.approx(0.0, abs=1e-6)
 
 
-@needs("a2c")
 def test_n_step_returns_terminal_in_the_middle_truncation_at_the_end() -> None:
     m = load_module("a2c")
     rewards = np.array([[1.0], [1.0], [1.0], [1.0]])
@@ -231,8 +211,6 @@ def test_n_step_returns_terminal_in_the_middle_truncation_at_the_end() -> None:
 
 @pytest.mark.parametrize("algo", ["a2c", "ppo"])
 def test_gae_lambda_0_is_the_td_error_and_lambda_1_the_mc_advantage(algo: str) -> None:
-    if algo not in PRESENT:
-        pytest.skip(f"{algo}.py not written yet")
     m = load_module(algo)
     rewards = np.array([[1.0], [2.0], [3.0]])
     values = np.array([[0.5], [1.0], [2.0]])
@@ -250,7 +228,6 @@ def test_gae_lambda_0_is_the_td_error_and_lambda_1_the_mc_advantage(algo: str) -
     assert a_mid[0] == pytest.approx(1.4)
 
 
-@needs("ppo")
 @pytest.mark.parametrize(
     ("ratio", "adv", "loss"),
     [
@@ -268,7 +245,6 @@ def test_clipped_surrogate(ratio: float, adv: float, loss: float) -> None:
     assert got.item() == pytest.approx(loss)
 
 
-@needs("ppo")
 def test_ppo_numpy_actor_matches_torch() -> None:
     m = load_module("ppo")
     torch.manual_seed(0)
@@ -279,7 +255,6 @@ def test_ppo_numpy_actor_matches_torch() -> None:
     np.testing.assert_allclose(m.mlp_numpy(weights, obs), expected, rtol=1e-5, atol=1e-6)
 
 
-@needs("ppo")
 def test_ppo_sample_action_draws_from_softmax_and_gaussian() -> None:
     m = load_module("ppo")
     n = 200_000
@@ -296,8 +271,6 @@ def test_ppo_sample_action_draws_from_softmax_and_gaussian() -> None:
 
 @pytest.mark.parametrize("algo", ["reinforce", "a2c", "ppo"])
 def test_gaussian_log_prob_closed_form(algo: str) -> None:
-    if algo not in PRESENT:
-        pytest.skip(f"{algo}.py not written yet")
     m = load_module(algo)
     log_std = torch.log(torch.tensor([2.0, 1.0]))
     got = m.gaussian_log_prob(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), log_std)
@@ -311,8 +284,6 @@ def test_gaussian_log_prob_closed_form(algo: str) -> None:
 # ----------------------------------------------------------------------------- ddpg / maddpg
 @pytest.mark.parametrize("algo", ["ddpg", "maddpg"])
 def test_critic_target_terminal_and_truncation(algo: str) -> None:
-    if algo not in PRESENT:
-        pytest.skip(f"{algo}.py not written yet")
     m = load_module(algo)
     rewards = torch.tensor([1.0, 1.0, -2.0])
     next_q = torch.tensor([10.0, 10.0, 4.0])  # Q-bar(s', mu-bar(s'))
@@ -321,7 +292,6 @@ def test_critic_target_terminal_and_truncation(algo: str) -> None:
     assert y.tolist() == pytest.approx([1.0, 10.0, 1.6])
 
 
-@needs("ddpg")
 def test_ou_noise_reverts_to_the_mean() -> None:
     m = load_module("ddpg")
     quiet = m.OUNoise(2, theta=0.15, sigma=0.0, rng=np.random.default_rng(0))
@@ -339,7 +309,6 @@ def test_ou_noise_reverts_to_the_mean() -> None:
     assert np.corrcoef(xs[:-1], xs[1:])[0, 1] == pytest.approx(0.85, abs=0.02)  # correlated in time
 
 
-@needs("maddpg")
 def test_maddpg_critic_input_layout() -> None:
     m = load_module("maddpg")
     obs = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]])  # B=1, agents 0 and 1, obs_dim 3
@@ -352,7 +321,6 @@ def test_maddpg_critic_input_layout() -> None:
     assert x[8:10].tolist() == pytest.approx([0.3, 0.4])  # agent 1's action
 
 
-@needs("maddpg")
 def test_maddpg_actor_step_swaps_in_only_the_own_action() -> None:
     m = load_module("maddpg")
     buffer_actions = torch.zeros(1, 3, 2)  # B=1, 3 agents
@@ -364,7 +332,6 @@ def test_maddpg_actor_step_swaps_in_only_the_own_action() -> None:
             assert joint[i, 0, j].tolist() == ([1.0, 1.0] if i == j else [0.0, 0.0])
 
 
-@needs("maddpg")
 def test_ensemble_linear_equals_separate_layers() -> None:
     m = load_module("maddpg")
     layer = m.EnsembleLinear(3, 4, 2)
@@ -374,9 +341,9 @@ def test_ensemble_linear_equals_separate_layers() -> None:
         assert torch.allclose(out[i], x[i] @ layer.weight[i] + layer.bias[i], atol=1e-6)
 
 
-@needs("ppo")
-def test_running_mean_var_merges_batches_as_one() -> None:
-    m = load_module("ppo")
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_running_mean_var_merges_batches_as_one(algo: str) -> None:
+    m = load_module(algo)
     # from (almost) nothing: a batch 1, 3 gives mean 2 and variance 1
     mean, var, count = m.update_mean_var(np.zeros(1), np.ones(1), 1e-4, np.array([[1.0], [3.0]]))
     assert mean[0] == pytest.approx(2.0, abs=1e-3) and var[0] == pytest.approx(1.0, abs=1e-3) and count == 2.0001
@@ -385,9 +352,9 @@ def test_running_mean_var_merges_batches_as_one() -> None:
     assert mean[0] == pytest.approx(4.0, abs=1e-3) and var[0] == pytest.approx(5.0, abs=1e-3)
 
 
-@needs("ppo")
-def test_normalize_centres_scales_and_clips() -> None:
-    m = load_module("ppo")
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_normalize_centres_scales_and_clips(algo: str) -> None:
+    m = load_module(algo)
     out = m.normalize(np.array([4.0, 6.0, 1000.0]), np.array([4.0, 4.0, 0.0]), np.array([4.0, 4.0, 1.0]))
     assert out.tolist() == pytest.approx([0.0, 1.0, 10.0], abs=1e-6)  # (x - mean) / 2; 1000 clipped to 10
     assert out.dtype == np.float32
