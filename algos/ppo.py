@@ -152,9 +152,11 @@ def update_mean_var(mean: np.ndarray, var: np.ndarray, count: float, batch: np.n
     return mean + delta * b_count / total, m2 / total, total
 
 
-def normalize(x: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """(x - mean) / std, clipped to [-10, 10] as the peers do (a rare outlier cannot swamp the network)."""
-    return np.clip((x - mean) / np.sqrt(var + 1e-8), -10.0, 10.0).astype(np.float32)
+def normalize(x: np.ndarray | torch.Tensor, mean: np.ndarray | torch.Tensor, var: np.ndarray | torch.Tensor
+              ) -> np.ndarray | torch.Tensor:
+    """(x - mean) / std, clipped to [-10, 10] as the peers do (a rare outlier cannot swamp the network).
+    Numpy arrays in the rollout, tensors at evaluation: the same formula for both."""
+    return ((x - mean) / (var + 1e-8) ** 0.5).clip(-10.0, 10.0)
 
 
 def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
@@ -213,11 +215,6 @@ class Agent(nn.Module):
         self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
         self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
 
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        if not self.norm_obs:
-            return obs
-        return ((obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)).clamp(-10.0, 10.0).float()
-
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
 
@@ -244,7 +241,7 @@ def make_agent(args: Args, env: gym.Env) -> nn.Module:
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """The greedy policy, for evaluation: the most likely action, or the Gaussian's mean."""
-    return agent.greedy(agent.normalize(obs))
+    return agent.greedy(normalize(obs, agent.obs_mean, agent.obs_var).float() if agent.norm_obs else obs)
 
 
 # ----------------------------------------------------------------------------- training
@@ -275,7 +272,7 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     r_mean, r_var, r_count, disc_ret = np.zeros(1), np.ones(1), 1e-4, np.zeros(N)
 
     def scaled(raw: np.ndarray) -> np.ndarray:
-        return normalize(raw, o_mean, o_var) if args.norm_obs else raw
+        return normalize(raw, o_mean, o_var).astype(np.float32) if args.norm_obs else raw
 
     def observe(raw: np.ndarray) -> np.ndarray:  # new observations also update the statistics
         nonlocal o_mean, o_var, o_count

@@ -355,6 +355,9 @@ def test_running_mean_var_merges_batches_as_one(algo: str) -> None:
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_normalize_centres_scales_and_clips(algo: str) -> None:
     m = load_module(algo)
-    out = m.normalize(np.array([4.0, 6.0, 1000.0]), np.array([4.0, 4.0, 0.0]), np.array([4.0, 4.0, 1.0]))
+    x, mean, var = np.array([4.0, 6.0, 1000.0]), np.array([4.0, 4.0, 0.0]), np.array([4.0, 4.0, 1.0])
+    out = m.normalize(x, mean, var)  # the rollout's numpy path
     assert out.tolist() == pytest.approx([0.0, 1.0, 10.0], abs=1e-6)  # (x - mean) / 2; 1000 clipped to 10
-    assert out.dtype == np.float32
+    # the evaluation's torch path, on the agent's float64 buffers: the same numbers
+    out_t = m.normalize(torch.tensor(x, dtype=torch.float32), torch.tensor(mean), torch.tensor(var))
+    assert out_t.tolist() == out.tolist()
