@@ -23,8 +23,9 @@ T steps, K epochs, minibatch M, and GAE. The slides' per-step loop runs here per
     19-20. Update phi and theta by one gradient step on the summed loss.
 
 Discrete actions use a softmax (Categorical) policy; Box actions a Gaussian with a learned,
-state-independent log-std, clipped to the bounds in the env. A time-limit truncation is not
-terminal: its advantage bootstraps from V(final observation).
+state-independent log-std that starts at std 0.5 (`--init-std`; at 1.0 HalfCheetah stalled near
+2,000), clipped to the bounds in the env. A time-limit truncation is not terminal: its advantage
+bootstraps from V(final observation).
 
 Examples:
     python algos/ppo.py --env-id CartPole-v1 --cuda
@@ -88,6 +89,8 @@ class Args:
     """clip the global gradient norm to this"""
     target_kl: float | None = None
     """stop the epochs early once the approximate KL exceeds this (None: never)"""
+    init_std: float = 0.5
+    """Box: std of the Gaussian policy before training (then learned); 0.5 as Andrychowicz et al. 2021 advise"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the actor and of the critic (separate networks)"""
     # the run: the same knobs in every file
@@ -203,13 +206,13 @@ class Agent(nn.Module):
     """Actor pi(a|s; phi) and critic V(s; theta) as two separate networks, and the observation statistics
     of --norm-obs (buffers, so the checkpoint carries them and evaluation normalises as training did)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False
-                 ) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False,
+                 init_std: float = 1.0) -> None:
         super().__init__()
         self.discrete = discrete
         self.actor = mlp([obs_dim, *hidden, act_dim], 0.01)  # logits, or the Gaussian mean
         self.critic = mlp([obs_dim, *hidden, 1], 1.0)
-        self.log_std = nn.Parameter(torch.zeros(act_dim), requires_grad=not discrete)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)), requires_grad=not discrete)
         self.register_buffer("norm_obs", torch.tensor(norm_obs))
         self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
@@ -236,7 +239,8 @@ class Agent(nn.Module):
 def make_agent(args: Args, env: gym.Env) -> nn.Module:
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
-    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes, args.norm_obs)  # [PPO 1-2]
+    obs_dim = env.observation_space.shape[0]
+    return Agent(obs_dim, act_dim, discrete, args.hidden_sizes, args.norm_obs, args.init_std)  # [PPO 1-2]
 
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -372,7 +376,7 @@ RANK = 1  # flat vector observations (and Box actions)
 ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
 OTHERWISE = ""
 POSITIVE = ("learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs", "clip_coef", "max_grad_norm",
-            "hidden_sizes")
+            "init_std", "hidden_sizes")
 NON_NEGATIVE = ("ent_coef", "vf_coef")
 FRACTIONS = ("gamma", "gae_lambda")
 RULES = {"--num-envs x --num-steps must split evenly into --num-minibatches minibatches":
@@ -380,7 +384,8 @@ RULES = {"--num-envs x --num-steps must split evenly into --num-minibatches mini
 WARNINGS: dict = {}
 ARCHITECTURE = ("hidden_sizes", "norm_obs")  # taken from the checkpoint with --load-model
 # The knobs left at None above, by the env's action space: CartPole-fast for Discrete (rl-zoo's CartPole
-# settings), the peers' MuJoCo settings for Box (CleanRL's ppo_continuous_action, rl-zoo's normalisation).
+# settings), the peers' MuJoCo settings for Box (CleanRL's ppo_continuous_action, rl-zoo's normalisation;
+# --init-std above is Box-only).
 BY_ACTION_SPACE = {
     "Discrete": dict(learning_rate=1e-3, num_envs=8, num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1,
                      update_epochs=20, norm_obs=False, norm_reward=False),

@@ -269,6 +269,18 @@ def test_ppo_sample_action_draws_from_softmax_and_gaussian() -> None:
     assert abs(a.mean() - 2.0) < 0.005 and abs(a.std() - 0.5) < 0.005
 
 
+def test_ppo_box_policy_starts_at_init_std() -> None:
+    m = load_module("ppo")
+    assert m.Args().init_std == 0.5  # the Box default (Andrychowicz et al. 2021)
+    agent = m.Agent(3, 2, False, (8,), init_std=0.5)
+    np.testing.assert_allclose(agent.log_std.exp().detach().numpy(), [0.5, 0.5], rtol=1e-6)
+    # the std is learned for Box; Discrete never uses it and it takes no gradient
+    assert agent.log_std.requires_grad and not m.Agent(3, 2, True, (8,)).log_std.requires_grad
+    # entropy of N(mu, 0.5^2) per dimension: 0.5 + 0.5 ln(2 pi) + ln 0.5, two dimensions
+    _, entropy, _ = agent.policy_and_value(torch.zeros(1, 3), torch.zeros(1, 2))
+    assert entropy.item() == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(0.5)), rel=1e-6)
+
+
 @pytest.mark.parametrize("algo", ["reinforce", "a2c", "ppo"])
 def test_gaussian_log_prob_closed_form(algo: str) -> None:
     m = load_module(algo)
