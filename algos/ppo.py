@@ -23,9 +23,9 @@ T steps, K epochs, minibatch M, and GAE. The slides' per-step loop runs here per
     19-20. Update phi and theta by one gradient step on the summed loss.
 
 Discrete actions use a softmax (Categorical) policy; Box actions a Gaussian with a learned,
-state-independent log-std that starts at std 0.5 (`--init-std`; at 1.0 HalfCheetah stalled near
-2,000), clipped to the bounds in the env. A time-limit truncation is not terminal: its advantage
-bootstraps from V(final observation).
+state-independent log-std that starts at half the half-width of the action range (`--init-std
+0.5`; at a whole half-width HalfCheetah stalled near 2,000), clipped to the bounds in the env.
+A time-limit truncation is not terminal: its advantage bootstraps from V(final observation).
 
 Examples:
     python algos/ppo.py --env-id CartPole-v1 --cuda
@@ -90,7 +90,8 @@ class Args:
     target_kl: float | None = None
     """stop the epochs early once the approximate KL exceeds this (None: never)"""
     init_std: float = 0.5
-    """Box: std of the Gaussian policy before training (then learned); 0.5 as Andrychowicz et al. 2021 advise"""
+    """Box: the Gaussian's std before training (then learned), as a fraction of the half-width of the action
+    range; 0.5 on [-1, 1], as Andrychowicz et al. 2021 advise"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the actor and of the critic (separate networks)"""
     # the run: the same knobs in every file
@@ -207,12 +208,13 @@ class Agent(nn.Module):
     of --norm-obs (buffers, so the checkpoint carries them and evaluation normalises as training did)."""
 
     def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False,
-                 init_std: float = 1.0) -> None:
+                 init_std: float | np.ndarray = 1.0) -> None:
         super().__init__()
         self.discrete = discrete
         self.actor = mlp([obs_dim, *hidden, act_dim], 0.01)  # logits, or the Gaussian mean
         self.critic = mlp([obs_dim, *hidden, 1], 1.0)
-        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)), requires_grad=not discrete)
+        log_std = torch.as_tensor(np.log(np.broadcast_to(init_std, (act_dim,))), dtype=torch.float32)
+        self.log_std = nn.Parameter(log_std, requires_grad=not discrete)
         self.register_buffer("norm_obs", torch.tensor(norm_obs))
         self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
@@ -237,10 +239,13 @@ class Agent(nn.Module):
 
 
 def make_agent(args: Args, env: gym.Env) -> nn.Module:
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
-    act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
-    obs_dim = env.observation_space.shape[0]
-    return Agent(obs_dim, act_dim, discrete, args.hidden_sizes, args.norm_obs, args.init_std)  # [PPO 1-2]
+    space, obs_dim = env.action_space, env.observation_space.shape[0]
+    discrete = isinstance(space, gym.spaces.Discrete)
+    act_dim = int(space.n) if discrete else space.shape[0]
+    # Box: the std in the action's own units (Pendulum's [-2, 2] starts at 1.0); unbounded dimensions as [-1, 1]
+    bounded = not discrete and space.bounded_below & space.bounded_above
+    init_std = args.init_std * (np.where(bounded, (space.high - space.low) / 2.0, 1.0) if not discrete else 1.0)
+    return Agent(obs_dim, act_dim, discrete, args.hidden_sizes, args.norm_obs, init_std)  # [PPO 1-2]
 
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -271,9 +273,21 @@ def test_ppo_sample_action_draws_from_softmax_and_gaussian() -> None:
 
 def test_ppo_box_policy_starts_at_init_std() -> None:
     m = load_module("ppo")
-    assert m.Args().init_std == 0.5  # the Box default (Andrychowicz et al. 2021)
+    args = m.Args()
+    assert args.init_std == 0.5  # the Box default (Andrychowicz et al. 2021), a fraction of the half-width
+    args.hidden_sizes, args.norm_obs = (8,), False
+    obs_space = gym.spaces.Box(-1.0, 1.0, (3,))
+
+    def start_std(low: list[float], high: list[float]) -> list[float]:
+        space = gym.spaces.Box(np.array(low, np.float32), np.array(high, np.float32))
+        env = SimpleNamespace(action_space=space, observation_space=obs_space)
+        return m.make_agent(args, env).log_std.exp().tolist()
+
+    # [-1, 1] (MuJoCo) starts at 0.5; Pendulum's [-2, 2] at 1.0; an asymmetric [0, 6] at 1.5;
+    # an unbounded dimension as if it were [-1, 1]
+    assert start_std([-1.0, -2.0], [1.0, 2.0]) == pytest.approx([0.5, 1.0])
+    assert start_std([0.0, -np.inf], [6.0, np.inf]) == pytest.approx([1.5, 0.5])
     agent = m.Agent(3, 2, False, (8,), init_std=0.5)
-    np.testing.assert_allclose(agent.log_std.exp().detach().numpy(), [0.5, 0.5], rtol=1e-6)
     # the std is learned for Box; Discrete never uses it and it takes no gradient
     assert agent.log_std.requires_grad and not m.Agent(3, 2, True, (8,)).log_std.requires_grad
     # entropy of N(mu, 0.5^2) per dimension: 0.5 + 0.5 ln(2 pi) + ln 0.5, two dimensions
