@@ -242,10 +242,10 @@ def make_agent(args: Args, env: gym.Env) -> nn.Module:
     space, obs_dim = env.action_space, env.observation_space.shape[0]
     discrete = isinstance(space, gym.spaces.Discrete)
     act_dim = int(space.n) if discrete else space.shape[0]
-    # Box: the std in the action's own units (Pendulum's [-2, 2] starts at 1.0); unbounded dimensions as [-1, 1]
-    bounded = not discrete and space.bounded_below & space.bounded_above
-    init_std = args.init_std * (np.where(bounded, (space.high - space.low) / 2.0, 1.0) if not discrete else 1.0)
-    return Agent(obs_dim, act_dim, discrete, args.hidden_sizes, args.norm_obs, init_std)  # [PPO 1-2]
+    half_width = 1.0  # Discrete: unused
+    if not discrete:  # the std in the action's own units (Pendulum's [-2, 2] starts at 1.0); unbounded as [-1, 1]
+        half_width = np.where(space.bounded_below & space.bounded_above, (space.high - space.low) / 2.0, 1.0)
+    return Agent(obs_dim, act_dim, discrete, args.hidden_sizes, args.norm_obs, args.init_std * half_width)  # [PPO 1-2]
 
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
