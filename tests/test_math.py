@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import tyro
 from conftest import load_module
 
 
@@ -387,3 +388,13 @@ def test_normalize_centres_scales_and_clips(algo: str) -> None:
     # the evaluation's torch path, on the agent's float64 buffers: the same numbers
     out_t = m.normalize(torch.tensor(x, dtype=torch.float32), torch.tensor(mean), torch.tensor(var))
     assert out_t.tolist() == out.tolist()
+
+
+def test_ddpg_random_steps_default_to_a_tenth_of_the_budget_at_most_25k() -> None:
+    m = load_module("ddpg")
+    assert m.Args().learning_starts == 3_000  # Pendulum-v1's 30k default budget
+    assert m.Args(total_timesteps=300_000).learning_starts == 25_000  # capped: CleanRL's 25k
+    assert m.Args(total_timesteps=999).learning_starts == 99
+    assert m.Args(total_timesteps=300_000, learning_starts=0).learning_starts == 0  # a given value stays
+    parsed = tyro.cli(m.Args, args=["--total-timesteps", "100000"])  # as the command line builds it
+    assert parsed.learning_starts == 10_000
