@@ -20,8 +20,9 @@ noise, clipping, soft update). Steps, in our own numbering of the slide's agent:
 
 A time-limit truncation is not terminal: its target bootstraps from the true last state.
 The defaults are CleanRL's for MuJoCo (256 x 256 networks, Adam 3e-4, minibatches of 256, 25k random
-steps first), with the random steps cut to a tenth of smaller budgets, so the same defaults learn
-Pendulum-v1 in 30k steps and HalfCheetah-v5 or Hopper-v5 (`gymnasium[mujoco]`) in 300k.
+steps first), with the random steps cut to a tenth of smaller budgets: the same defaults learn
+Pendulum-v1 in 30k steps and HalfCheetah-v5 (`gymnasium[mujoco]`) in 300k. In 30k steps,
+InvertedPendulum-v5 needs the faster `--learning-rate 1e-3`.
 
 Examples:
     python algos/ddpg.py                                # Pendulum-v1, 30k steps
