@@ -29,8 +29,7 @@ A time-limit truncation is not terminal: its advantage bootstraps from V(final o
 
 Examples:
     python algos/ppo.py --env-id CartPole-v1 --cuda
-    python algos/ppo.py --env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.9 --gae-lambda 0.95 \
-        --num-steps 256 --num-minibatches 8 --update-epochs 10
+    python algos/ppo.py --env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.95  # Box defaults, shorter horizon
     python algos/ppo.py --save-model, then --load-model runs/<run>/ppo.pt --eval-only --capture-video
 """
 
