@@ -27,6 +27,7 @@ A time-limit truncation is not terminal: the target bootstraps from the true las
 Examples:
     python algos/dqn.py                                  # CartPole-v1, 100k steps
     python algos/dqn.py --env-id Acrobot-v1 --total-timesteps 100000 --cuda
+    python algos/dqn.py --env-id LunarLander-v3 --total-timesteps 300000 --gamma 0.99  # gymnasium[box2d]
     python algos/dqn.py --save-model, then --load-model runs/<run>/dqn.pt --eval-only --capture-video
 """
 
