@@ -240,14 +240,21 @@ def test_checkpoint_round_trip_gives_the_same_eval(algo: str, log_dir: Path) -> 
 
 
 def test_progress_lines_come_every_two_seconds(log_dir: Path) -> None:
-    proc = run_algo("tabular_q", ["--total-episodes", "8000", "--eval-frequency", "0"], log_dir)
-    assert proc.returncode == 0, proc.stderr
+    # stopped by the clock, not by a budget: a fixed episode count ran under 4 s on a faster CI machine
+    proc = start_long_run("tabular_q", log_dir)
+    try:
+        time.sleep(9)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(summary_of(proc.stdout)["run_dir"], size_guidance={"scalars": 0})
+    acc = EventAccumulator(summary_of(out)["run_dir"], size_guidance={"scalars": 0})
     acc.Reload()
     times = [e.wall_time for e in acc.Scalars("charts/SPS")][:-2]  # the last two: end of loop, end of run
-    assert len(times) >= 2, "the run was too short to show the interval"
+    assert len(times) >= 3, "the run was too short to show the interval"
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert all(2.0 <= g <= 6.0 for g in gaps), gaps
 
