@@ -5,6 +5,7 @@
 | one file, no shared code; runs when copied alone     | test_imports_nothing_from_this_repository, test_runs_when_copied_alone_into_an_empty_folder |
 | the run block is the same text in every deep file    | test_run_block_is_the_same_text_in_every_deep_file          |
 | flags (--env-id ... --capture-video)                 | test_smoke.py::test_help_lists_the_contract_flags           |
+| Args: algorithm knobs, then the run knobs; one docstring line per field | test_args_are_the_knobs_then_the_run_with_one_line_each |
 | run directory, never reused                          | test_smoke.py::test_smoke_run_keeps_the_contract, test_same_seed_gives_identical_episodic_returns |
 | TensorBoard tags, hyperparameters text               | test_smoke.py::test_smoke_run_keeps_the_contract            |
 | progress line at most every few seconds              | test_smoke.py (a line exists), test_progress_lines_come_every_two_seconds |
@@ -180,6 +181,29 @@ def below_marker(algo: str) -> str:
     text = (ALGOS / f"{algo}.py").read_text()
     assert text.count(MARKER) == 1, f"{algo}.py needs exactly one run-block marker line"
     return text[text.index(MARKER) :]
+
+
+RUN_KNOBS = ["env_id", "seed", "total_timesteps", "eval_frequency", "eval_episodes", "max_episode_steps", "cuda",
+             "torch_deterministic", "num_threads", "log_dir", "exp_name", "save_model", "load_model", "eval_only",
+             "capture_video"]
+
+
+@pytest.mark.parametrize("algo", PRESENT)
+def test_args_are_the_knobs_then_the_run_with_one_line_each(algo: str) -> None:
+    """STYLE.md, anatomy item 3: the algorithm's knobs first, then the run knobs; one docstring line per field
+    (tyro prints it in --help, where a hard line break shows as a ragged line)."""
+    source = (ALGOS / f"{algo}.py").read_text()
+    args = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Args")
+    names = []
+    for field, doc in itertools.pairwise([*args.body, None]):
+        if isinstance(field, ast.AnnAssign):
+            names.append(field.target.id)
+            assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant), f"{field.target.id}: no docstring"
+            assert doc.lineno == doc.end_lineno, f"{algo}.py: --{field.target.id}'s docstring spans several lines"
+    run = RUN_KNOBS if algo != "tabular_q" else [k for k in RUN_KNOBS if k not in ("cuda", "num_threads")]
+    run = [("total_episodes" if k == "total_timesteps" and algo == "tabular_q" else k) for k in run]
+    assert names[-len(run) :] == run, "the run knobs come last, in the same order in every file"
+    assert len(names) > len(run), "the algorithm's knobs come first"
 
 
 def test_run_block_is_the_same_text_in_every_deep_file() -> None:
