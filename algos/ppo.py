@@ -89,7 +89,7 @@ class Args:
     target_kl: float | None = None
     """stop the epochs early once the approximate KL exceeds this (None: never)"""
     init_std: float = 0.5
-    """Box: the Gaussian's std before training (then learned), per half-width of the action range (Andrychowicz 2021)"""
+    """Box: the Gaussian's initial std (then learned), per half-width of the action range (Andrychowicz et al. 2021)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the actor and of the critic (separate networks)"""
     # the run: the same knobs in every file

@@ -117,15 +117,21 @@ def test_bad_input_is_one_clear_line_and_exit_2(algo: str, args: list[str], word
     assert not log_dir.exists() or not any(log_dir.iterdir()), "a failed start must not leave a run directory"
 
 
+def ctrl_c(proc: subprocess.Popen, after: float = 0.0) -> tuple[str, str]:
+    """Press Ctrl-C `after` seconds from now; the run's stdout and stderr once it has exited."""
+    try:
+        time.sleep(after)
+        proc.send_signal(signal.SIGINT)
+        # well under TensorBoard's 120 s flush timer, which a Ctrl-C landing inside the writer once waited out
+        return proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+
+
 @pytest.mark.parametrize("algo", PRESENT)
 def test_ctrl_c_stops_cleanly(algo: str, log_dir: Path) -> None:
     proc = start_long_run(algo, log_dir)
-    try:
-        proc.send_signal(signal.SIGINT)
-        # well under TensorBoard's 120 s flush timer, which a Ctrl-C landing inside the writer once waited out
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    out, err = ctrl_c(proc)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     summary = summary_of(out)
@@ -186,6 +192,10 @@ def below_marker(algo: str) -> str:
 RUN_KNOBS = ["env_id", "seed", "total_timesteps", "eval_frequency", "eval_episodes", "max_episode_steps", "cuda",
              "torch_deterministic", "num_threads", "log_dir", "exp_name", "save_model", "load_model", "eval_only",
              "capture_video"]
+# tabular_q.py has no torch device or threads, and counts episodes
+TABULAR_RUN_KNOBS = ["env_id", "seed", "total_episodes", "eval_frequency", "eval_episodes", "max_episode_steps",
+                     "torch_deterministic", "log_dir", "exp_name", "save_model", "load_model", "eval_only",
+                     "capture_video"]
 
 
 @pytest.mark.parametrize("algo", PRESENT)
@@ -200,8 +210,7 @@ def test_args_are_the_knobs_then_the_run_with_one_line_each(algo: str) -> None:
             names.append(field.target.id)
             assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant), f"{field.target.id}: no docstring"
             assert doc.lineno == doc.end_lineno, f"{algo}.py: --{field.target.id}'s docstring spans several lines"
-    run = RUN_KNOBS if algo != "tabular_q" else [k for k in RUN_KNOBS if k not in ("cuda", "num_threads")]
-    run = [("total_episodes" if k == "total_timesteps" and algo == "tabular_q" else k) for k in run]
+    run = TABULAR_RUN_KNOBS if algo == "tabular_q" else RUN_KNOBS
     assert names[-len(run) :] == run, "the run knobs come last, in the same order in every file"
     assert len(names) > len(run), "the algorithm's knobs come first"
 
@@ -266,12 +275,7 @@ def test_checkpoint_round_trip_gives_the_same_eval(algo: str, log_dir: Path) -> 
 def test_progress_lines_come_every_two_seconds(log_dir: Path) -> None:
     # stopped by the clock, not by a budget: a fixed episode count ran under 4 s on a faster CI machine
     proc = start_long_run("tabular_q", log_dir)
-    try:
-        time.sleep(9)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
+    out, err = ctrl_c(proc, after=9)
     assert proc.returncode == 130, err
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -280,7 +284,8 @@ def test_progress_lines_come_every_two_seconds(log_dir: Path) -> None:
     times = [e.wall_time for e in acc.Scalars("charts/SPS")][:-2]  # the last two: end of loop, end of run
     assert len(times) >= 3, "the run was too short to show the interval"
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert all(2.0 <= g <= 6.0 for g in gaps), gaps
+    # the loop times its 2 s by perf_counter, TensorBoard stamps wall time: allow the two clocks' jitter
+    assert all(1.95 <= g <= 6.0 for g in gaps), gaps
 
 
 @pytest.mark.parametrize("algo", PRESENT)
