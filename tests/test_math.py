@@ -398,3 +398,19 @@ def test_ddpg_random_steps_default_to_a_tenth_of_the_budget_at_most_25k() -> Non
     assert m.Args(total_timesteps=300_000, learning_starts=0).learning_starts == 0  # a given value stays
     parsed = tyro.cli(m.Args, args=["--total-timesteps", "100000"])  # as the command line builds it
     assert parsed.learning_starts == 10_000
+
+
+@pytest.mark.parametrize(("name", "first_step"), [("adam", 1e-3), ("rmsprop", 1e-3 / (0.1 + 1e-5))])
+def test_a2c_optimizer_first_step(name: str, first_step: float) -> None:
+    """--optimizer: one step on a parameter with gradient 1 at lr 1e-3. Adam's bias-corrected first step is
+    lr * 1 / (1 + eps) = 1e-3; RMSprop keeps v = (1 - alpha) g^2 = 0.01 and steps lr * g / (sqrt(v) + eps)."""
+    m = load_module("a2c")
+    agent = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(agent.weight)
+    args = tyro.cli(m.Args, args=["--learning-rate", "1e-3", "--optimizer", name])
+    opt = m.make_optimizer(args, agent)
+    assert type(opt).__name__ == {"adam": "Adam", "rmsprop": "RMSprop"}[name]
+    agent.weight.grad = torch.ones_like(agent.weight)
+    opt.step()
+    assert -agent.weight.item() == pytest.approx(first_step, rel=1e-4)
+    assert m.Args().optimizer == "adam"  # the default, with which every a2c number in the README was measured
