@@ -19,7 +19,8 @@ lecture (Albrecht, Christianos, Schäfer; slides by L. Hinckeldey), slides "REIN
     8.   Update phi (and theta) by minimising the losses.
 
 Discrete actions use a softmax (Categorical) policy; Box actions a Gaussian with a learned,
-state-independent log-std, clipped to the bounds in the env. A time-limit truncation is not
+state-independent log-std, clipped to the bounds in the env, and by default the on-policy peers'
+normalised observations (statistics kept in the checkpoint) and rewards. A time-limit truncation is not
 terminal: with the baseline on, G_t bootstraps from V(final observation); without it there
 is no critic to bootstrap from and the episode's return is cut at the limit.
 
@@ -67,6 +68,10 @@ class Args:
     """normalise G - V over the batch (keeps the step size independent of the reward scale)"""
     max_grad_norm: float = 1.0
     """clip the gradient norm to this (0: no clipping)"""
+    norm_obs: bool | None = None
+    """normalise observations by running mean and std, kept in the checkpoint (None: off Discrete, on Box)"""
+    norm_reward: bool | None = None
+    """scale rewards by the running std of the discounted return (None: off Discrete, on Box)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the policy and of the baseline"""
     # the run: the same knobs in every file
@@ -119,6 +124,22 @@ def reinforce_loss(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return -(weights.detach() * logp).mean()
 
 
+def update_mean_var(mean: np.ndarray, var: np.ndarray, count: float, batch: np.ndarray) -> tuple:
+    """The running mean and variance of every sample seen, merged with a batch (one sample a row) by
+    the parallel formula of Chan et al.: the statistics behind --norm-obs and --norm-reward."""
+    b_mean, b_var, b_count = batch.mean(0), batch.var(0), batch.shape[0]
+    delta, total = b_mean - mean, count + b_count
+    m2 = var * count + b_var * b_count + delta**2 * count * b_count / total
+    return mean + delta * b_count / total, m2 / total, total
+
+
+def normalize(x: np.ndarray | torch.Tensor, mean: np.ndarray | torch.Tensor, var: np.ndarray | torch.Tensor
+              ) -> np.ndarray | torch.Tensor:
+    """(x - mean) / std, clipped to [-10, 10] as the peers do (a rare outlier cannot swamp the network).
+    Numpy arrays in the episodes, tensors at evaluation: the same formula for both."""
+    return ((x - mean) / (var + 1e-8) ** 0.5).clip(-10.0, 10.0)
+
+
 def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     """log N(a; mu, sigma^2) summed over action dimensions (independent dimensions)."""
     z = (action - mean) / log_std.exp()
@@ -139,14 +160,21 @@ def mlp(sizes: list[int], out_std: float) -> nn.Sequential:
 
 
 class Agent(nn.Module):
-    """pi(a|s; phi): Categorical over logits, or Gaussian with a learned log-std; and the baseline V(s; theta)."""
+    """pi(a|s; phi): Categorical over logits, or Gaussian with a learned log-std; the baseline V(s; theta); and
+    the observation statistics of --norm-obs (buffers, so the checkpoint carries them and evaluation
+    normalises as training did)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...]) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False
+                 ) -> None:
         super().__init__()
         self.discrete = discrete
         self.net = mlp([obs_dim, *hidden, act_dim], 0.01)
         self.log_std = nn.Parameter(torch.zeros(act_dim), requires_grad=not discrete)
         self.critic = mlp([obs_dim, *hidden, 1], 1.0)
+        self.register_buffer("norm_obs", torch.tensor(norm_obs))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
 
     def sample(self, obs: torch.Tensor) -> torch.Tensor:
         out = self.net(obs)
@@ -182,12 +210,13 @@ def losses(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, returns: torc
 def make_agent(args: Args, env: gym.Env) -> nn.Module:
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
-    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes)  # [REINFORCE 1] phi, theta
+    obs_dim = env.observation_space.shape[0]
+    return Agent(obs_dim, act_dim, discrete, args.hidden_sizes, args.norm_obs)  # [REINFORCE 1] phi, theta
 
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     """The greedy policy, for evaluation: the most likely action, or the Gaussian's mean."""
-    return agent.greedy(obs)
+    return agent.greedy(normalize(obs, agent.obs_mean, agent.obs_var).float() if agent.norm_obs else obs)
 
 
 # ----------------------------------------------------------------------------- training
@@ -207,20 +236,36 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
         a = action.cpu().numpy()
         return int(a) if discrete else np.clip(a, env.action_space.low, env.action_space.high)
 
-    obs, _ = env.reset(seed=args.seed)
+    # running statistics of --norm-obs (from the agent: a loaded one goes on with its own) and --norm-reward
+    o_mean, o_var, o_count = (x.cpu().numpy().copy() for x in (agent.obs_mean, agent.obs_var, agent.obs_count))
+    r_mean, r_var, r_count, disc_ret = np.zeros(1), np.ones(1), 1e-4, 0.0
+
+    def observe(raw: np.ndarray) -> np.ndarray:  # a new observation updates the statistics, then is scaled
+        nonlocal o_mean, o_var, o_count
+        if not args.norm_obs:
+            return raw
+        o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw[None])
+        return normalize(raw, o_mean, o_var).astype(np.float32)
+
+    obs = observe(env.reset(seed=args.seed)[0])
     env.action_space.seed(args.seed)
     global_step = 0
     while global_step < args.total_timesteps:
         n, batch_start = 0, global_step
         for _episode in range(args.episodes_per_update):  # [REINFORCE 2] a batch of episodes
-            ep_start, rewards, done = n, [], False
+            ep_start, rewards, ep_return, done = n, [], 0.0, False
             while not done:  # [REINFORCE 3] t = 0 .. T-1
                 obs_buf[n] = obs  # [REINFORCE 4] observe s^t
                 with torch.inference_mode():  # [REINFORCE 5] a^t ~ pi(.|s^t; phi)
                     action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
                 act_buf[n] = action.cpu().numpy()
                 # [REINFORCE 6] apply a^t, observe r^t and s^{t+1}
-                obs, reward, terminated, truncated, _ = env.step(env_action(action))
+                raw_obs, reward, terminated, truncated, _ = env.step(env_action(action))
+                obs, ep_return = observe(raw_obs), ep_return + float(reward)
+                if args.norm_reward:  # r / std of the discounted return, as gymnasium's NormalizeReward
+                    disc_ret = disc_ret * args.gamma * (1.0 - terminated) + float(reward)
+                    r_mean, r_var, r_count = update_mean_var(r_mean, r_var, r_count, np.array([[disc_ret]]))
+                    reward = np.clip(reward / np.sqrt(r_var[0] + 1e-8), -10.0, 10.0)
                 rewards.append(float(reward))
                 n += 1
                 global_step += 1
@@ -233,11 +278,13 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
                     bootstrap = float(agent.critic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
             ret_buf[ep_start:n] = returns_to_go(np.array(rewards), args.gamma, bootstrap)
             if not cut:  # an episode the budget cut short is trained on, but it is no finished episode
-                run.log_episode(global_step, sum(rewards), len(rewards))
-            obs, _ = env.reset()
+                run.log_episode(global_step, ep_return, len(rewards))
+            obs = observe(env.reset()[0])
             if global_step >= args.total_timesteps:
                 break
 
+        for buffer, value in ((agent.obs_mean, o_mean), (agent.obs_var, o_var), (agent.obs_count, o_count)):
+            buffer.copy_(torch.as_tensor(value))  # the statistics evaluation and the checkpoint use
         # [REINFORCE 7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - batch_start / args.total_timesteps)
@@ -269,8 +316,12 @@ NON_NEGATIVE = ("max_grad_norm",)
 FRACTIONS = ("gamma",)
 RULES: dict = {}
 WARNINGS: dict = {}
-ARCHITECTURE = ("hidden_sizes",)  # taken from the checkpoint with --load-model
-BY_ACTION_SPACE: dict = {}  # no knob depends on the action space
+ARCHITECTURE = ("hidden_sizes", "norm_obs")  # taken from the checkpoint with --load-model
+# The knobs left at None above, by the env's action space (Box: normalisation as the on-policy peers do it)
+BY_ACTION_SPACE = {
+    "Discrete": dict(norm_obs=False, norm_reward=False),
+    "Box": dict(norm_obs=True, norm_reward=True),
+}
 
 
 # ====================================================================== run block: the same in every deep file

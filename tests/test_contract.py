@@ -317,16 +317,18 @@ def test_only_finished_episodes_are_logged(algo: str, log_dir: Path) -> None:
         assert budget != 5 or not steps, steps
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "reinforce"])
 def test_box_checkpoint_carries_the_observation_statistics(algo: str, log_dir: Path) -> None:
-    """Box actions turn --norm-obs on: the running statistics travel in the checkpoint, and the reloaded
-    agent evaluates exactly as the trained one did."""
-    flags = SMOKE_ARGS[algo] + ["--env-id", "Pendulum-v1", "--num-steps", "128", "--seed", "3"]
+    """Box actions turn --norm-obs and --norm-reward on: the running statistics travel in the checkpoint,
+    and the reloaded agent evaluates exactly as the trained one did."""
+    rollout = [] if algo == "reinforce" else ["--num-steps", "128"]  # a flag given still wins over the Box value
+    flags = SMOKE_ARGS[algo] + ["--env-id", "Pendulum-v1", "--total-timesteps", "1200", "--seed", "3", *rollout]
     trained = run_algo(algo, flags + ["--save-model"], log_dir)
     assert trained.returncode == 0, trained.stderr
     summary = summary_of(trained.stdout)
     ckpt = torch.load(summary["checkpoint"], weights_only=True)
-    assert ckpt["args"]["norm_obs"] is True and ckpt["args"]["num_steps"] == 128
+    assert ckpt["args"]["norm_obs"] is True and ckpt["args"]["norm_reward"] is True
+    assert algo == "reinforce" or ckpt["args"]["num_steps"] == 128
     assert bool(ckpt["agent"]["norm_obs"]) and ckpt["agent"]["obs_count"] > 1000
     assert ckpt["agent"]["obs_var"].min() > 0 and ckpt["agent"]["obs_mean"].abs().max() > 0
     loaded = run_algo(algo, ["--env-id", "Pendulum-v1", "--load-model", summary["checkpoint"], "--eval-only",

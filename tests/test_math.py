@@ -368,7 +368,7 @@ def test_ensemble_linear_equals_separate_layers() -> None:
         assert torch.allclose(out[i], x[i] @ layer.weight[i] + layer.bias[i], atol=1e-6)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "reinforce"])
 def test_running_mean_var_merges_batches_as_one(algo: str) -> None:
     m = load_module(algo)
     # from (almost) nothing: a batch 1, 3 gives mean 2 and variance 1
@@ -377,9 +377,14 @@ def test_running_mean_var_merges_batches_as_one(algo: str) -> None:
     # then 5, 7: all four samples 1, 3, 5, 7 have mean 4 and (population) variance (9 + 1 + 1 + 9) / 4 = 5
     mean, var, count = m.update_mean_var(mean, var, count, np.array([[5.0], [7.0]]))
     assert mean[0] == pytest.approx(4.0, abs=1e-3) and var[0] == pytest.approx(5.0, abs=1e-3)
+    # one sample at a time (reinforce.py's single env) ends at the same statistics
+    mean, var, count = np.zeros(1), np.ones(1), 1e-4
+    for x in (1.0, 3.0, 5.0, 7.0):
+        mean, var, count = m.update_mean_var(mean, var, count, np.array([[x]]))
+    assert mean[0] == pytest.approx(4.0, abs=1e-3) and var[0] == pytest.approx(5.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "reinforce"])
 def test_normalize_centres_scales_and_clips(algo: str) -> None:
     m = load_module(algo)
     x, mean, var = np.array([4.0, 6.0, 1000.0]), np.array([4.0, 4.0, 0.0]), np.array([4.0, 4.0, 1.0])
