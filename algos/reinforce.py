@@ -236,37 +236,33 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
         a = action.cpu().numpy()
         return int(a) if discrete else np.clip(a, env.action_space.low, env.action_space.high)
 
-    # running statistics of --norm-obs (from the agent: a loaded one goes on with its own) and --norm-reward
+    # running statistics of --norm-obs (from the agent: a loaded one goes on with its own) and --norm-reward;
+    # they stay fixed within a batch (its samples are all scaled alike) and take in its steps after it, which
+    # costs one merge per update instead of two per step
     o_mean, o_var, o_count = (x.cpu().numpy().copy() for x in (agent.obs_mean, agent.obs_var, agent.obs_count))
     r_mean, r_var, r_count, disc_ret = np.zeros(1), np.ones(1), 1e-4, 0.0
+    raw_buf, disc_buf = np.zeros((cap, obs_dim), dtype=np.float32), np.zeros((cap, 1))  # what they take in
 
-    def observe(raw: np.ndarray) -> np.ndarray:  # a new observation updates the statistics, then is scaled
-        nonlocal o_mean, o_var, o_count
-        if not args.norm_obs:
-            return raw
-        o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw[None])
-        return normalize(raw, o_mean, o_var).astype(np.float32)
+    def scaled(raw: np.ndarray) -> np.ndarray:
+        return normalize(raw, o_mean, o_var).astype(np.float32) if args.norm_obs else raw
 
-    obs = observe(env.reset(seed=args.seed)[0])
+    raw_obs = env.reset(seed=args.seed)[0]
     env.action_space.seed(args.seed)
     global_step = 0
     while global_step < args.total_timesteps:
         n, batch_start = 0, global_step
         for _episode in range(args.episodes_per_update):  # [REINFORCE 2] a batch of episodes
-            ep_start, rewards, ep_return, done = n, [], 0.0, False
+            ep_start, rewards, done = n, [], False
             while not done:  # [REINFORCE 3] t = 0 .. T-1
-                obs_buf[n] = obs  # [REINFORCE 4] observe s^t
+                obs_buf[n], raw_buf[n] = scaled(raw_obs), raw_obs  # [REINFORCE 4] observe s^t
                 with torch.inference_mode():  # [REINFORCE 5] a^t ~ pi(.|s^t; phi)
-                    action = agent.sample(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                    action = agent.sample(torch.as_tensor(obs_buf[n], device=device))
                 act_buf[n] = action.cpu().numpy()
                 # [REINFORCE 6] apply a^t, observe r^t and s^{t+1}
                 raw_obs, reward, terminated, truncated, _ = env.step(env_action(action))
-                obs, ep_return = observe(raw_obs), ep_return + float(reward)
-                if args.norm_reward:  # r / std of the discounted return, as gymnasium's NormalizeReward
-                    disc_ret = disc_ret * args.gamma * (1.0 - terminated) + float(reward)
-                    r_mean, r_var, r_count = update_mean_var(r_mean, r_var, r_count, np.array([[disc_ret]]))
-                    reward = np.clip(reward / np.sqrt(r_var[0] + 1e-8), -10.0, 10.0)
                 rewards.append(float(reward))
+                disc_ret = disc_ret * args.gamma * (1.0 - terminated) + float(reward)  # as gymnasium's NormalizeReward
+                disc_buf[n] = disc_ret
                 n += 1
                 global_step += 1
                 cut = global_step >= args.total_timesteps and not (terminated or truncated)  # by the budget
@@ -275,14 +271,22 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
             bootstrap = 0.0  # a truncated episode continues past the limit: estimate the rest with V
             if truncated and not terminated and args.baseline:
                 with torch.inference_mode():
-                    bootstrap = float(agent.critic(torch.as_tensor(obs, dtype=torch.float32, device=device)))
-            ret_buf[ep_start:n] = returns_to_go(np.array(rewards), args.gamma, bootstrap)
+                    final_obs = torch.as_tensor(scaled(raw_obs), dtype=torch.float32, device=device)
+                    bootstrap = float(agent.critic(final_obs))
+            ep_rewards = np.array(rewards)
+            if args.norm_reward:  # r / std of the discounted return
+                ep_rewards = np.clip(ep_rewards / np.sqrt(r_var[0] + 1e-8), -10.0, 10.0)
+            ret_buf[ep_start:n] = returns_to_go(ep_rewards, args.gamma, bootstrap)
             if not cut:  # an episode the budget cut short is trained on, but it is no finished episode
-                run.log_episode(global_step, ep_return, len(rewards))
-            obs = observe(env.reset()[0])
+                run.log_episode(global_step, sum(rewards), len(rewards))
+            raw_obs = env.reset()[0]
             if global_step >= args.total_timesteps:
                 break
 
+        if args.norm_obs:
+            o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw_buf[:n])
+        if args.norm_reward:
+            r_mean, r_var, r_count = update_mean_var(r_mean, r_var, r_count, disc_buf[:n])
         for buffer, value in ((agent.obs_mean, o_mean), (agent.obs_var, o_var), (agent.obs_count, o_count)):
             buffer.copy_(torch.as_tensor(value))  # the statistics evaluation and the checkpoint use
         # [REINFORCE 7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
