@@ -227,7 +227,7 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)
     # storage for one batch of whole episodes, preallocated: it can never hold more steps than this
     cap, obs_dim = args.episodes_per_update * env.spec.max_episode_steps, env.observation_space.shape[0]
-    obs_buf = np.zeros((cap, obs_dim), dtype=np.float32)
+    obs_buf = np.zeros((cap, obs_dim))  # as the env gave them (float64 holds float32 exactly), scaled per batch
     act_shape, act_type = ((cap,), np.int64) if discrete else ((cap, env.action_space.shape[0]), np.float32)
     act_buf = np.zeros(act_shape, dtype=act_type)
     ret_buf = np.zeros(cap, dtype=np.float32)
@@ -241,7 +241,7 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     # costs one merge per update instead of two per step
     o_mean, o_var, o_count = (x.cpu().numpy().copy() for x in (agent.obs_mean, agent.obs_var, agent.obs_count))
     r_mean, r_var, r_count, disc_ret = np.zeros(1), np.ones(1), 1e-4, 0.0
-    raw_buf, disc_buf = np.zeros((cap, obs_dim), dtype=np.float32), np.zeros((cap, 1))  # what they take in
+    disc_buf = np.zeros((cap, 1))  # the discounted return after each step: what --norm-reward's statistics take in
 
     def scaled(raw: np.ndarray) -> np.ndarray:
         return normalize(raw, o_mean, o_var).astype(np.float32) if args.norm_obs else raw
@@ -254,14 +254,14 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
         for _episode in range(args.episodes_per_update):  # [REINFORCE 2] a batch of episodes
             ep_start, rewards, done = n, [], False
             while not done:  # [REINFORCE 3] t = 0 .. T-1
-                obs_buf[n], raw_buf[n] = scaled(raw_obs), raw_obs  # [REINFORCE 4] observe s^t
+                obs_buf[n] = raw_obs  # [REINFORCE 4] observe s^t
                 with torch.inference_mode():  # [REINFORCE 5] a^t ~ pi(.|s^t; phi)
-                    action = agent.sample(torch.as_tensor(obs_buf[n], device=device))
+                    action = agent.sample(torch.as_tensor(scaled(obs_buf[n]), dtype=torch.float32, device=device))
                 act_buf[n] = action.cpu().numpy()
                 # [REINFORCE 6] apply a^t, observe r^t and s^{t+1}
                 raw_obs, reward, terminated, truncated, _ = env.step(env_action(action))
                 rewards.append(float(reward))
-                disc_ret = disc_ret * args.gamma * (1.0 - terminated) + float(reward)  # as gymnasium's NormalizeReward
+                disc_ret = disc_ret * args.gamma * (1.0 - terminated) + rewards[-1]  # as gymnasium's NormalizeReward
                 disc_buf[n] = disc_ret
                 n += 1
                 global_step += 1
@@ -283,8 +283,9 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
             if global_step >= args.total_timesteps:
                 break
 
+        b_obs = torch.as_tensor(scaled(obs_buf[:n]), dtype=torch.float32, device=device)  # as the batch acted on
         if args.norm_obs:
-            o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, raw_buf[:n])
+            o_mean, o_var, o_count = update_mean_var(o_mean, o_var, o_count, obs_buf[:n])
         if args.norm_reward:
             r_mean, r_var, r_count = update_mean_var(r_mean, r_var, r_count, disc_buf[:n])
         for buffer, value in ((agent.obs_mean, o_mean), (agent.obs_var, o_var), (agent.obs_count, o_count)):
@@ -292,7 +293,6 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
         # [REINFORCE 7] losses over the batch: -1/T sum (G_t - V(s^t)) log pi(a^t|s^t), and (G_t - V(s^t))^2
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - batch_start / args.total_timesteps)
-        b_obs = torch.as_tensor(obs_buf[:n], device=device)
         b_act = torch.as_tensor(act_buf[:n], device=device)
         b_ret = torch.as_tensor(ret_buf[:n], device=device)
         policy_loss, baseline_loss = losses(agent, b_obs, b_act, b_ret, args.baseline, args.norm_adv)
