@@ -405,6 +405,16 @@ def test_ddpg_random_steps_default_to_a_tenth_of_the_budget_at_most_25k() -> Non
     assert parsed.learning_starts == 10_000
 
 
+def test_ddpg_step_size_defaults_to_6e_4_under_100k_steps_else_3e_4() -> None:
+    m = load_module("ddpg")
+    assert m.Args().learning_rate == 6e-4  # Pendulum-v1's 30k default budget (and InvertedPendulum-v5's)
+    assert m.Args(total_timesteps=99_999).learning_rate == 6e-4
+    assert m.Args(total_timesteps=100_000).learning_rate == 3e-4  # CleanRL's MuJoCo step size from 100k on
+    assert m.Args(total_timesteps=300_000, learning_rate=1e-4).learning_rate == 1e-4  # a given value stays
+    assert tyro.cli(m.Args, args=["--total-timesteps", "300000"]).learning_rate == 3e-4
+    assert tyro.cli(m.Args, args=["--learning-rate", "5e-4"]).learning_rate == 5e-4
+
+
 @pytest.mark.parametrize(("name", "first_step"), [("adam", 1e-3), ("rmsprop", 1e-3 / (0.1 + 1e-5))])
 def test_a2c_optimizer_first_step(name: str, first_step: float) -> None:
     """--optimizer: one step on a parameter with gradient 1 at lr 1e-3. Adam's bias-corrected first step is
