@@ -29,6 +29,7 @@ A time-limit truncation is not terminal: its advantage bootstraps from V(final o
 
 Examples:
     python algos/ppo.py --env-id CartPole-v1 --cuda
+    python algos/ppo.py --env-id LunarLander-v3 --total-timesteps 1000000  # the same Discrete defaults
     python algos/ppo.py --env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.95  # Box defaults, shorter horizon
     python algos/ppo.py --save-model, then --load-model runs/<run>/ppo.pt --eval-only --capture-video
 """
@@ -56,32 +57,32 @@ from torch.utils.tensorboard import SummaryWriter
 
 @dataclass
 class Args:
-    learning_rate: float | None = None
-    """Adam step size at the start (None: 1e-3 for Discrete actions, 3e-4 for Box)"""
+    learning_rate: float = 3e-4
+    """Adam step size at the start"""
     anneal_lr: bool = True
     """decay the step size linearly to 0 over the budget"""
     num_envs: int | None = None
-    """N: synchronous envs collecting each rollout (None: 8 Discrete, 1 Box)"""
+    """N: synchronous envs collecting each rollout (None: 16 for Discrete actions, 1 for Box)"""
     num_steps: int | None = None
-    """T: steps per env per rollout (None: 32 Discrete, 2048 Box)"""
+    """T: steps per env per rollout (None: 256 Discrete, 2048 Box)"""
     gamma: float | None = None
-    """discount factor (None: 0.98 Discrete, 0.99 Box)"""
+    """discount factor (None: 0.999 Discrete, 0.99 Box)"""
     gae_lambda: float | None = None
-    """GAE lambda: 0 is the one-step TD error, 1 the Monte-Carlo advantage (None: 0.8 Discrete, 0.95 Box)"""
+    """GAE lambda: 0 is the one-step TD error, 1 the Monte-Carlo advantage (None: 0.98 Discrete, 0.95 Box)"""
     num_minibatches: int | None = None
-    """minibatches per epoch, of N * T / num_minibatches samples each (None: 1 Discrete, 32 Box)"""
+    """minibatches per epoch, of N * T / num_minibatches samples each (None: 64 Discrete, 32 Box)"""
     update_epochs: int | None = None
-    """K: epochs over each rollout (None: 20 Discrete, 10 Box)"""
+    """K: epochs over each rollout (None: 4 Discrete, 10 Box)"""
     norm_obs: bool | None = None
     """normalise observations by running mean and std, kept in the checkpoint (None: off Discrete, on Box)"""
-    norm_reward: bool | None = None
-    """scale rewards by the running std of the discounted return (None: off Discrete, on Box)"""
+    norm_reward: bool = True
+    """scale rewards by the running std of the discounted return"""
     norm_adv: bool = True
     """normalise the advantages within each minibatch"""
     clip_coef: float = 0.2
     """epsilon of the clipped surrogate"""
-    ent_coef: float = 0.0
-    """weight of the entropy bonus"""
+    ent_coef: float | None = None
+    """weight of the entropy bonus (None: 0.01 Discrete, 0 Box)"""
     vf_coef: float = 0.5
     """weight of the critic loss"""
     max_grad_norm: float = 0.5
@@ -386,14 +387,14 @@ RULES = {"--num-envs x --num-steps must split evenly into --num-minibatches mini
          lambda a: (a.num_envs * a.num_steps) % a.num_minibatches == 0}
 WARNINGS: dict = {}
 ARCHITECTURE = ("hidden_sizes", "norm_obs")  # taken from the checkpoint with --load-model
-# The knobs left at None above, by the env's action space: CartPole-fast for Discrete (rl-zoo's CartPole
-# settings), the peers' MuJoCo settings for Box (CleanRL's ppo_continuous_action, rl-zoo's normalisation;
-# --init-std above is Box-only).
+# The knobs left at None above, by the env's action space. Discrete: rl-zoo's LunarLander settings with
+# rollouts of 256 steps instead of 1,024, so a 100k-step CartPole still gets 24 updates. Box: the peers'
+# MuJoCo settings (CleanRL's ppo_continuous_action, rl-zoo's normalisation; --init-std above is Box-only).
 BY_ACTION_SPACE = {
-    "Discrete": dict(learning_rate=1e-3, num_envs=8, num_steps=32, gamma=0.98, gae_lambda=0.8, num_minibatches=1,
-                     update_epochs=20, norm_obs=False, norm_reward=False),
-    "Box": dict(learning_rate=3e-4, num_envs=1, num_steps=2048, gamma=0.99, gae_lambda=0.95, num_minibatches=32,
-                update_epochs=10, norm_obs=True, norm_reward=True),
+    "Discrete": dict(num_envs=16, num_steps=256, gamma=0.999, gae_lambda=0.98, num_minibatches=64, update_epochs=4,
+                     ent_coef=0.01, norm_obs=False),
+    "Box": dict(num_envs=1, num_steps=2048, gamma=0.99, gae_lambda=0.95, num_minibatches=32, update_epochs=10,
+                ent_coef=0.0, norm_obs=True),
 }
 
 

@@ -296,6 +296,24 @@ def test_ppo_box_policy_starts_at_init_std() -> None:
     assert entropy.item() == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(0.5)), rel=1e-6)
 
 
+def test_ppo_defaults_by_action_space() -> None:
+    """The knobs left at None are filled by the env's action space; a value given on the command line wins."""
+    m = load_module("ppo")
+    discrete, box = m.Args(), m.Args()
+    m.check_args(discrete, gym.spaces.Discrete(2))
+    m.check_args(box, gym.spaces.Box(-1.0, 1.0, (1,)))
+    # Discrete: rl-zoo's LunarLander settings with 256-step rollouts, 16 x 256 = 4,096 samples in 64 minibatches
+    assert (discrete.num_envs, discrete.num_steps, discrete.num_minibatches, discrete.update_epochs) == (16, 256, 64, 4)
+    assert (discrete.gamma, discrete.gae_lambda, discrete.ent_coef, discrete.norm_obs) == (0.999, 0.98, 0.01, False)
+    # Box: CleanRL's MuJoCo settings, 1 x 2,048 samples in 32 minibatches, observations normalised
+    assert (box.num_envs, box.num_steps, box.num_minibatches, box.update_epochs) == (1, 2048, 32, 10)
+    assert (box.gamma, box.gae_lambda, box.ent_coef, box.norm_obs) == (0.99, 0.95, 0.0, True)
+    assert discrete.norm_reward and box.norm_reward and discrete.learning_rate == box.learning_rate == 3e-4
+    given = tyro.cli(m.Args, args=["--gamma", "0.95", "--ent-coef", "0", "--norm-obs", "True"])
+    m.check_args(given, gym.spaces.Discrete(2))
+    assert (given.gamma, given.ent_coef, given.norm_obs, given.num_steps) == (0.95, 0.0, True, 256)
+
+
 @pytest.mark.parametrize("algo", ["reinforce", "a2c", "ppo"])
 def test_gaussian_log_prob_closed_form(algo: str) -> None:
     m = load_module(algo)
