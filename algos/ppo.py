@@ -75,8 +75,8 @@ class Args:
     """K: epochs over each rollout (None: 4 Discrete, 10 Box)"""
     norm_obs: bool | None = None
     """normalise observations by running mean and std, kept in the checkpoint (None: off Discrete, on Box)"""
-    norm_reward: bool = True
-    """scale rewards by the running std of the discounted return"""
+    norm_reward: bool | None = None
+    """scale rewards by the running std of the discounted return (None: on, Discrete and Box alike)"""
     norm_adv: bool = True
     """normalise the advantages within each minibatch"""
     clip_coef: float = 0.2
@@ -392,9 +392,9 @@ ARCHITECTURE = ("hidden_sizes", "norm_obs")  # taken from the checkpoint with --
 # MuJoCo settings (CleanRL's ppo_continuous_action, rl-zoo's normalisation; --init-std above is Box-only).
 BY_ACTION_SPACE = {
     "Discrete": dict(num_envs=16, num_steps=256, gamma=0.999, gae_lambda=0.98, num_minibatches=64, update_epochs=4,
-                     ent_coef=0.01, norm_obs=False),
+                     ent_coef=0.01, norm_obs=False, norm_reward=True),
     "Box": dict(num_envs=1, num_steps=2048, gamma=0.99, gae_lambda=0.95, num_minibatches=32, update_epochs=10,
-                ent_coef=0.0, norm_obs=True),
+                ent_coef=0.0, norm_obs=True, norm_reward=True),
 }
 
 

@@ -309,9 +309,11 @@ def test_ppo_defaults_by_action_space() -> None:
     assert (box.num_envs, box.num_steps, box.num_minibatches, box.update_epochs) == (1, 2048, 32, 10)
     assert (box.gamma, box.gae_lambda, box.ent_coef, box.norm_obs) == (0.99, 0.95, 0.0, True)
     assert discrete.norm_reward and box.norm_reward and discrete.learning_rate == box.learning_rate == 3e-4
-    given = tyro.cli(m.Args, args=["--gamma", "0.95", "--ent-coef", "0", "--norm-obs", "True"])
+    flags = ["--gamma", "0.95", "--ent-coef", "0", "--norm-obs", "True", "--norm-reward", "False"]
+    given = tyro.cli(m.Args, args=flags)
     m.check_args(given, gym.spaces.Discrete(2))
-    assert (given.gamma, given.ent_coef, given.norm_obs, given.num_steps) == (0.95, 0.0, True, 256)
+    assert (given.gamma, given.ent_coef, given.norm_obs, given.norm_reward) == (0.95, 0.0, True, False)
+    assert given.num_steps == 256  # the knobs not given still come from the action space
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "a2c", "ppo"])
