@@ -25,7 +25,9 @@ Q-Learning". Everything else is dqn.py; the steps, in the numbering of its slide
 
 A time-limit truncation is not terminal: the target bootstraps from the true last state.
 charts/q_overestimation has the same meaning as in dqn.py: overlay the two runs in
-TensorBoard (`tensorboard --logdir runs`) to see the bias shrink.
+TensorBoard (`tensorboard --logdir runs`) to see the bias shrink. dqn.py's defaults differ in
+two values (gamma 0.99, minibatches of 256): give dqn.py `--gamma 0.995 --batch-size 128` to
+compare the targets alone.
 
 Examples:
     python algos/ddqn.py                                 # CartPole-v1, 100k steps
