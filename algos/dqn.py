@@ -68,7 +68,7 @@ class Args:
     target_network_frequency: int = 250
     """env steps between target network updates (step 18)"""
     batch_size: int = 256
-    """minibatch size B (step 11); 256, not 128, keeps CartPole-v1 at 500 with gamma 0.99"""
+    """minibatch size B (step 11); at gamma 0.99, 128 left CartPole-v1 seed 1 at 304.5 and 256 at 500"""
     start_e: float = 1.0
     """epsilon at the start"""
     end_e: float = 0.02
