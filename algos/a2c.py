@@ -23,7 +23,8 @@ The slides' per-step update runs here per rollout:
     16-17. Update phi and theta (one Adam or RMSprop step on the summed loss, gradient norm clipped).
 
 Discrete actions use a softmax (Categorical) policy; Box actions a Gaussian with a learned,
-state-independent log-std, clipped to the bounds in the env, and by default the peers' normalised
+state-independent log-std that starts at half the half-width of the action range (`--init-std 0.5`;
+Andrychowicz et al. 2021), clipped to the bounds in the env, and by default the peers' normalised
 observations (statistics kept in the checkpoint) and rewards, without the entropy bonus, and SB3's
 RMSprop at 2e-3 on 16-step rollouts (Discrete: Adam at 1e-3 on 32-step rollouts). A time-limit
 truncation is not terminal: its return bootstraps from V(final observation).
@@ -84,6 +85,8 @@ class Args:
     """weight of the critic loss"""
     max_grad_norm: float = 0.5
     """clip the global gradient norm to this"""
+    init_std: float = 0.5
+    """Box: the Gaussian's initial std (then learned), per half-width of the action range (Andrychowicz et al. 2021)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the actor and of the critic (separate networks)"""
     # the run: the same knobs in every file
@@ -191,13 +194,14 @@ class Agent(nn.Module):
     """Actor pi(a|s; phi) and critic V(s; theta) as two separate networks, and the observation statistics
     of --norm-obs (buffers, so the checkpoint carries them and evaluation normalises as training did)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False
-                 ) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: tuple[int, ...], norm_obs: bool = False,
+                 init_std: float | np.ndarray = 1.0) -> None:
         super().__init__()
         self.discrete = discrete
         self.actor = mlp([obs_dim, *hidden, act_dim], 0.01)  # logits, or the Gaussian mean
         self.critic = mlp([obs_dim, *hidden, 1], 1.0)
-        self.log_std = nn.Parameter(torch.zeros(act_dim), requires_grad=not discrete)
+        log_std = torch.as_tensor(np.log(np.broadcast_to(init_std, (act_dim,))), dtype=torch.float32)
+        self.log_std = nn.Parameter(log_std, requires_grad=not discrete)
         self.register_buffer("norm_obs", torch.tensor(norm_obs))
         self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
@@ -233,9 +237,13 @@ class Agent(nn.Module):
 
 
 def make_agent(args: Args, env: gym.Env) -> nn.Module:
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
-    act_dim = int(env.action_space.n) if discrete else env.action_space.shape[0]
-    return Agent(env.observation_space.shape[0], act_dim, discrete, args.hidden_sizes, args.norm_obs)  # [A2C 1-2]
+    space, obs_dim = env.action_space, env.observation_space.shape[0]
+    discrete = isinstance(space, gym.spaces.Discrete)
+    act_dim = int(space.n) if discrete else space.shape[0]
+    half_width = 1.0  # Discrete: unused
+    if not discrete:  # the std in the action's own units (Pendulum's [-2, 2] starts at 1.0); unbounded as [-1, 1]
+        half_width = np.where(space.bounded_below & space.bounded_above, (space.high - space.low) / 2.0, 1.0)
+    return Agent(obs_dim, act_dim, discrete, args.hidden_sizes, args.norm_obs, args.init_std * half_width)  # [A2C 1-2]
 
 
 def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -362,7 +370,7 @@ ACTION_SPACES = (gym.spaces.Discrete, gym.spaces.Box)
 RANK = 1  # flat vector observations (and Box actions)
 ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
 OTHERWISE = ""
-POSITIVE = ("learning_rate", "num_envs", "num_steps", "max_grad_norm", "hidden_sizes")
+POSITIVE = ("learning_rate", "num_envs", "num_steps", "max_grad_norm", "init_std", "hidden_sizes")
 NON_NEGATIVE = ("ent_coef", "vf_coef")
 FRACTIONS = ("gamma", "gae_lambda")
 RULES: dict = {}

@@ -272,8 +272,9 @@ def test_ppo_sample_action_draws_from_softmax_and_gaussian() -> None:
     assert abs(a.mean() - 2.0) < 0.005 and abs(a.std() - 0.5) < 0.005
 
 
-def test_ppo_box_policy_starts_at_init_std() -> None:
-    m = load_module("ppo")
+@pytest.mark.parametrize("name", ["ppo", "a2c"])
+def test_box_policy_starts_at_init_std(name: str) -> None:
+    m = load_module(name)
     args = m.Args()
     assert args.init_std == 0.5  # the Box default (Andrychowicz et al. 2021), a fraction of the half-width
     args.hidden_sizes, args.norm_obs = (8,), False
