@@ -30,7 +30,7 @@ A time-limit truncation is not terminal: its advantage bootstraps from V(final o
 Examples:
     python algos/ppo.py --env-id CartPole-v1 --cuda
     python algos/ppo.py --env-id LunarLander-v3 --total-timesteps 1000000  # the same Discrete defaults
-    python algos/ppo.py --env-id Pendulum-v1 --total-timesteps 300000 --gamma 0.95  # Box defaults, shorter horizon
+    python algos/ppo.py --env-id HalfCheetah-v5 --total-timesteps 1000000  # the Box defaults (MuJoCo settings)
     python algos/ppo.py --save-model, then --load-model runs/<run>/ppo.pt --eval-only --capture-video
 """
 
