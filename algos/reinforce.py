@@ -15,19 +15,21 @@ lecture (Albrecht, Christianos, Schäfer; slides by L. Hinckeldey), slides "REIN
     6.     Apply a^t; observe r^t and s^{t+1}.
     7.   Loss L(phi) = -1/T sum_t (G_t - V(s^t; theta)) log pi(a^t|s^t; phi), with the
          return-to-go G_t = sum_{tau >= t} gamma^(tau - t) r^tau; the baseline's loss is
-         L(theta) = 1/T sum_t (G_t - V(s^t; theta))^2.
+         L(theta) = 1/T sum_t (G_t - V(s^t; theta))^2. (Discrete: minus 0.01 x the policy's entropy.)
     8.   Update phi (and theta) by minimising the losses.
 
-Discrete actions use a softmax (Categorical) policy; Box actions a Gaussian with a learned,
-state-independent log-std, clipped to the bounds in the env, and by default the on-policy peers'
-normalised observations (statistics kept in the checkpoint) and rewards. A time-limit truncation is not
-terminal: with the baseline on, G_t bootstraps from V(final observation); without it there
-is no critic to bootstrap from and the episode's return is cut at the limit.
+Discrete actions use a softmax (Categorical) policy with a small entropy bonus, which keeps it near
+uniform while every return is alike (Acrobot's -500s before the first swing-up: no signal, so Adam's
+steps are noise); Box actions a Gaussian with a learned, state-independent log-std, clipped to the
+bounds in the env, and by default the on-policy peers' normalised observations (statistics kept in the
+checkpoint) and rewards. A time-limit truncation is not terminal: with the baseline on, G_t bootstraps
+from V(final observation); without it there is no critic to bootstrap from and the episode's return is
+cut at the limit.
 
 Examples:
     python algos/reinforce.py                          # CartPole-v1, 300k steps, baseline on
     python algos/reinforce.py --no-baseline --no-norm-adv --episodes-per-update 1 --max-grad-norm 0 \
-        --no-anneal-lr                                 # exactly the slides' update: one episode, G_t, fixed alpha
+        --no-anneal-lr --ent-coef 0                    # exactly the slides' update: one episode, G_t, fixed alpha
     python algos/reinforce.py --env-id Acrobot-v1 --cuda
 """
 
@@ -68,6 +70,8 @@ class Args:
     """normalise G - V over the batch (keeps the step size independent of the reward scale)"""
     max_grad_norm: float = 1.0
     """clip the gradient norm to this (0: no clipping)"""
+    ent_coef: float | None = None
+    """weight of an entropy bonus on the policy (None: 0.01 Discrete, 0 Box)"""
     norm_obs: bool | None = None
     """normalise observations by running mean and std, kept in the checkpoint (None: off Discrete, on Box)"""
     norm_reward: bool | None = None
@@ -192,6 +196,13 @@ class Agent(nn.Module):
         out = self.net(obs)
         return out.argmax(-1) if self.discrete else out
 
+    def entropy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The policy's mean entropy over a batch of states."""
+        if self.discrete:
+            logp = self.net(obs).log_softmax(-1)
+            return -(logp.exp() * logp).sum(-1).mean()
+        return (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum()
+
 
 def losses(agent: Agent, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor, baseline: bool,
            norm_adv: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,9 +307,12 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
         b_act = torch.as_tensor(act_buf[:n], device=device)
         b_ret = torch.as_tensor(ret_buf[:n], device=device)
         policy_loss, baseline_loss = losses(agent, b_obs, b_act, b_ret, args.baseline, args.norm_adv)
+        loss = policy_loss + 0.5 * baseline_loss
+        if args.ent_coef > 0:  # keeps a Discrete policy exploring while every return is alike (Acrobot's -500s)
+            loss = loss - args.ent_coef * agent.entropy(b_obs)
         # [REINFORCE 8] update phi (and theta)
         optimizer.zero_grad(set_to_none=True)
-        (policy_loss + 0.5 * baseline_loss).backward()
+        loss.backward()
         if args.max_grad_norm > 0:
             nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=True)
         optimizer.step()
@@ -316,15 +330,15 @@ RANK = 1  # flat vector observations (and Box actions)
 ENV_MAKERS: dict = {}  # none of its own: env ids go to gym.make
 OTHERWISE = ""
 POSITIVE = ("learning_rate", "episodes_per_update", "hidden_sizes")
-NON_NEGATIVE = ("max_grad_norm",)
+NON_NEGATIVE = ("max_grad_norm", "ent_coef")
 FRACTIONS = ("gamma",)
 RULES: dict = {}
 WARNINGS: dict = {}
 ARCHITECTURE = ("hidden_sizes", "norm_obs")  # taken from the checkpoint with --load-model
 # The knobs left at None above, by the env's action space (Box: normalisation as the on-policy peers do it)
 BY_ACTION_SPACE = {
-    "Discrete": dict(norm_obs=False, norm_reward=False),
-    "Box": dict(norm_obs=True, norm_reward=True),
+    "Discrete": dict(norm_obs=False, norm_reward=False, ent_coef=0.01),
+    "Box": dict(norm_obs=True, norm_reward=True, ent_coef=0.0),
 }
 
 

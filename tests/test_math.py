@@ -154,7 +154,8 @@ def test_reinforce_loss_by_hand() -> None:
     assert logp.grad.tolist() == pytest.approx([-0.5, -1.5])  # -w_t / T: raise log pi where w > 0
 
 
-SLIDE_FLAGS = "--no-baseline --no-norm-adv --episodes-per-update 1 --max-grad-norm 0 --no-anneal-lr".split()
+SLIDE_FLAGS = ("--no-baseline --no-norm-adv --episodes-per-update 1 --max-grad-norm 0 --no-anneal-lr "
+               "--ent-coef 0").split()
 
 
 def test_reinforce_slide_flags_give_the_slides_gradient() -> None:
@@ -164,9 +165,11 @@ def test_reinforce_slide_flags_give_the_slides_gradient() -> None:
 
     m = load_module("reinforce")
     args = tyro.cli(m.Args, args=SLIDE_FLAGS)
+    m.check_args(args, gym.spaces.Discrete(2))  # fills the knobs left at None: the flags above still win
     assert (args.baseline, args.norm_adv, args.episodes_per_update, args.max_grad_norm, args.anneal_lr) == (
         False, False, 1, 0.0, False
     )
+    assert args.ent_coef == 0.0
     # a linear softmax policy, logits = W s + b with W = b = 0, so pi = (0.5, 0.5) in every state
     agent = m.Agent(obs_dim=1, act_dim=2, discrete=True, hidden=())
     with torch.no_grad():
@@ -183,6 +186,25 @@ def test_reinforce_slide_flags_give_the_slides_gradient() -> None:
     # sum (-0.25, 0.25) for W, (0.25, -0.25) for b, times -1/T = -1/2
     assert agent.net[0].weight.grad.flatten().tolist() == pytest.approx([0.125, -0.125])
     assert agent.net[0].bias.grad.tolist() == pytest.approx([-0.125, 0.125])
+
+
+def test_reinforce_entropy_by_hand_and_defaults_by_action_space() -> None:
+    """The entropy bonus's term: ln 3 for a uniform 3-way softmax, 0.5 ln(2 pi e) + log sigma per Gaussian
+    dimension; on by default (0.01) for Discrete actions only."""
+    m = load_module("reinforce")
+    agent = m.Agent(obs_dim=1, act_dim=3, discrete=True, hidden=())
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.zero_()
+    assert agent.entropy(torch.tensor([[1.0], [2.0]])).item() == pytest.approx(math.log(3))
+    box = m.Agent(obs_dim=1, act_dim=2, discrete=False, hidden=())
+    with torch.no_grad():
+        box.log_std.copy_(torch.tensor([0.0, math.log(2.0)]))
+    assert box.entropy(torch.zeros(4, 1)).item() == pytest.approx(math.log(2 * math.pi * math.e) + math.log(2.0))
+    discrete, continuous = m.Args(), m.Args()
+    m.check_args(discrete, gym.spaces.Discrete(2))
+    m.check_args(continuous, gym.spaces.Box(-1.0, 1.0, (1,)))
+    assert (discrete.ent_coef, continuous.ent_coef) == (0.01, 0.0)
 
 
 def test_reinforce_default_weights_are_normalised_advantages() -> None:
