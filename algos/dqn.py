@@ -71,8 +71,8 @@ class Args:
     """minibatch size B (step 11); at gamma 0.99, 128 left CartPole-v1 seed 1 at 304.5 and 256 at 500"""
     start_e: float = 1.0
     """epsilon at the start"""
-    end_e: float = 0.02
-    """epsilon after the decay"""
+    end_e: float = 0.05
+    """epsilon after the decay; its random steps keep rare states in D (CartPole-v1 seeds 1-20: 0.02 lost 4, 0.05 1)"""
     exploration_fraction: float = 0.1
     """fraction of the budget over which epsilon decays linearly"""
     learning_starts: int = 1_000
