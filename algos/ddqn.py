@@ -75,7 +75,7 @@ class Args:
     start_e: float = 1.0
     """epsilon at the start"""
     end_e: float = 0.05
-    """epsilon after the decay; its random steps keep rare states in D (CartPole-v1 seeds 1-20: 0.01 lost 3, 0.05 1)"""
+    """epsilon after the decay (on CartPole-v1, 0.01 ended 3 of seeds 1-20 below 475, 0.05 1 of seeds 1-30)"""
     exploration_fraction: float = 0.1
     """fraction of the budget over which epsilon decays linearly"""
     learning_starts: int = 1_000
