@@ -54,7 +54,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
-class Args:
+class AlgoArgs:
     learning_rate: float | None = None
     """Adam step size of actor and critic (None: 6e-4 for budgets under 100k steps, else CleanRL's 3e-4)"""
     buffer_size: int = 1_000_000
@@ -77,37 +77,15 @@ class Args:
     """OU mean-reversion rate"""
     hidden_sizes: tuple[int, ...] = (256, 256)
     """widths of the hidden ReLU layers of actor and critic"""
-    # the run: the same knobs in every file
+    # the run: this file's env and budget (the knobs every file shares follow in Args, in the run block)
     env_id: str = "Pendulum-v1"
     """gymnasium id of an env with vector observations and Box actions"""
-    seed: int = 1
-    """seed of torch, numpy, the env and the noise"""
     total_timesteps: int = 30_000
     """training budget, in env steps"""
     eval_frequency: int = 3_000
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """evaluation episodes with the noise-free actor"""
-    max_episode_steps: int = 1_000
-    """time limit for envs that have none"""
-    cuda: bool = False
-    """use the GPU if there is one"""
-    torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
-    num_threads: int = 1
-    """torch CPU threads; 1 measured fastest for these small networks"""
-    log_dir: str = "runs"
-    """root folder of the run directories"""
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """experiment name, part of the run directory"""
-    save_model: bool = False
-    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
-    load_model: str | None = None
-    """start from this checkpoint of --save-model (its --hidden-sizes are used)"""
-    eval_only: bool = False
-    """with --load-model: only evaluate the loaded agent, no training"""
-    capture_video: bool = False
-    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
     def __post_init__(self) -> None:
         if self.learning_starts is None:  # CleanRL's 25k of a 1M budget; a tenth of Pendulum's 30k
@@ -316,6 +294,33 @@ BY_ACTION_SPACE: dict = {}  # no knob depends on the action space
 # The same text in all seven deep files (a test compares them): checks, run directory, TensorBoard, progress,
 # evaluation, video, checkpoints, Ctrl-C, summary. It reads the data above and calls make_agent, act and train.
 SCRIPT = os.path.basename(__file__)
+
+
+@dataclass
+class Args(AlgoArgs):
+    # the knobs above, then the run's own, the same in every file (tyro lists them in this order)
+    seed: int = 1
+    """seed of python, numpy, torch and the envs (evaluation episodes are seeded apart from training)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
+    cuda: bool = False
+    """use the GPU if there is one"""
+    torch_deterministic: bool = True
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
+    num_threads: int = 1
+    """torch CPU threads; 1 measured fastest for these small networks"""
+    log_dir: str = "runs"
+    """root folder of the run directories"""
+    exp_name: str = SCRIPT[: -len(".py")]
+    """experiment name, part of the run directory"""
+    save_model: bool = False
+    """save the agent, any normalisation statistics and the args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (it also sets the network's shape, e.g. --hidden-sizes)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
 class UsageError(Exception):

@@ -56,7 +56,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
-class Args:
+class AlgoArgs:
     max_cycles: int = 25
     """episode length of the MPE env (every episode ends by truncation)"""
     local_ratio: float = 0.5
@@ -79,37 +79,15 @@ class Args:
     """std of the Gaussian noise added to the actions (the action range is [0, 1])"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden ReLU layers of every actor and critic"""
-    # the run: the same knobs in every file
+    # the run: this file's env and budget (the knobs every file shares follow in Args, in the run block)
     env_id: str = "simple_spread_v3"
     """MPE env from mpe2: simple_spread_v3, simple_adversary_v3, simple_speaker_listener_v4, simple_tag_v3"""
-    seed: int = 1
-    """seed of torch, numpy, the env and the noise"""
     total_timesteps: int = 300_000
     """training budget, in joint env steps"""
     eval_frequency: int = 30_000
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 100
     """evaluation episodes with noise-free actors (returns are per agent: the mean over agents)"""
-    max_episode_steps: int = 1_000
-    """time limit for envs that have none"""
-    cuda: bool = False
-    """use the GPU if there is one"""
-    torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
-    num_threads: int = 1
-    """torch CPU threads; 1 measured fastest for these small networks"""
-    log_dir: str = "runs"
-    """root folder of the run directories"""
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """experiment name, part of the run directory"""
-    save_model: bool = False
-    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
-    load_model: str | None = None
-    """start from this checkpoint of --save-model (its --hidden-sizes, --max-cycles and --local-ratio)"""
-    eval_only: bool = False
-    """with --load-model: only evaluate the loaded agent, no training"""
-    capture_video: bool = False
-    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
 # ----------------------------------------------------------------------------- math
@@ -390,6 +368,33 @@ BY_ACTION_SPACE: dict = {}  # no knob depends on the action space
 # The same text in all seven deep files (a test compares them): checks, run directory, TensorBoard, progress,
 # evaluation, video, checkpoints, Ctrl-C, summary. It reads the data above and calls make_agent, act and train.
 SCRIPT = os.path.basename(__file__)
+
+
+@dataclass
+class Args(AlgoArgs):
+    # the knobs above, then the run's own, the same in every file (tyro lists them in this order)
+    seed: int = 1
+    """seed of python, numpy, torch and the envs (evaluation episodes are seeded apart from training)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
+    cuda: bool = False
+    """use the GPU if there is one"""
+    torch_deterministic: bool = True
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
+    num_threads: int = 1
+    """torch CPU threads; 1 measured fastest for these small networks"""
+    log_dir: str = "runs"
+    """root folder of the run directories"""
+    exp_name: str = SCRIPT[: -len(".py")]
+    """experiment name, part of the run directory"""
+    save_model: bool = False
+    """save the agent, any normalisation statistics and the args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (it also sets the network's shape, e.g. --hidden-sizes)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
 class UsageError(Exception):

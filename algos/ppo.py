@@ -56,7 +56,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
-class Args:
+class AlgoArgs:
     learning_rate: float = 3e-4
     """Adam step size at the start"""
     anneal_lr: bool = True
@@ -93,37 +93,15 @@ class Args:
     """Box: the Gaussian's initial std (then learned), per half-width of the action range (Andrychowicz et al. 2021)"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """widths of the hidden tanh layers of the actor and of the critic (separate networks)"""
-    # the run: the same knobs in every file
+    # the run: this file's env and budget (the knobs every file shares follow in Args, in the run block)
     env_id: str = "CartPole-v1"
     """gymnasium id of an env with vector observations and Discrete or Box actions"""
-    seed: int = 1
-    """seed of torch, numpy and the envs"""
     total_timesteps: int = 100_000
     """training budget, in env steps"""
     eval_frequency: int = 10_000
     """env steps between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """greedy (argmax / mean-action) evaluation episodes"""
-    max_episode_steps: int = 1_000
-    """time limit for envs that have none"""
-    cuda: bool = False
-    """use the GPU if there is one"""
-    torch_deterministic: bool = True
-    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
-    num_threads: int = 1
-    """torch CPU threads; 1 measured fastest for these small networks"""
-    log_dir: str = "runs"
-    """root folder of the run directories"""
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """experiment name, part of the run directory"""
-    save_model: bool = False
-    """save the agent and args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
-    load_model: str | None = None
-    """start from this checkpoint of --save-model (its --hidden-sizes are used)"""
-    eval_only: bool = False
-    """with --load-model: only evaluate the loaded agent, no training"""
-    capture_video: bool = False
-    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
 # ----------------------------------------------------------------------------- math
@@ -402,6 +380,33 @@ BY_ACTION_SPACE = {
 # The same text in all seven deep files (a test compares them): checks, run directory, TensorBoard, progress,
 # evaluation, video, checkpoints, Ctrl-C, summary. It reads the data above and calls make_agent, act and train.
 SCRIPT = os.path.basename(__file__)
+
+
+@dataclass
+class Args(AlgoArgs):
+    # the knobs above, then the run's own, the same in every file (tyro lists them in this order)
+    seed: int = 1
+    """seed of python, numpy, torch and the envs (evaluation episodes are seeded apart from training)"""
+    max_episode_steps: int = 1_000
+    """time limit for envs that have none"""
+    cuda: bool = False
+    """use the GPU if there is one"""
+    torch_deterministic: bool = True
+    """torch.use_deterministic_algorithms (warn-only) and cuDNN's deterministic mode: same seed, same run"""
+    num_threads: int = 1
+    """torch CPU threads; 1 measured fastest for these small networks"""
+    log_dir: str = "runs"
+    """root folder of the run directories"""
+    exp_name: str = SCRIPT[: -len(".py")]
+    """experiment name, part of the run directory"""
+    save_model: bool = False
+    """save the agent, any normalisation statistics and the args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this checkpoint of --save-model (it also sets the network's shape, e.g. --hidden-sizes)"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded agent, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
 class UsageError(Exception):

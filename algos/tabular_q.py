@@ -44,7 +44,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
-class Args:
+class AlgoArgs:
     algo: Literal["q-learning", "sarsa"] = "q-learning"
     """TD control rule: off-policy Q-learning (Sarsamax) or on-policy SARSA"""
     learning_rate: float = 0.1
@@ -59,33 +59,15 @@ class Args:
     """epsilon after the decay"""
     exploration_fraction: float = 0.5
     """fraction of the episodes over which epsilon decays linearly"""
-    # the run: the same knobs as in every file, counted in episodes
+    # the run: this file's env and budget, in episodes (the knobs every file shares follow in Args, in the run block)
     env_id: str = "FrozenLake-v1"
     """gymnasium id of an env with Discrete observations and actions"""
-    seed: int = 1
-    """seed of the env, the exploration and the evaluation"""
     total_episodes: int = 20_000
     """training budget, in episodes"""
     eval_frequency: int = 2_000
     """episodes between periodic greedy evaluations (0: only at the end)"""
     eval_episodes: int = 10
     """greedy evaluation episodes (after training and at each periodic evaluation)"""
-    max_episode_steps: int = 500
-    """time limit for envs that have none (e.g. CliffWalking-v1)"""
-    torch_deterministic: bool = True
-    """accepted for a uniform CLI; numpy runs are always deterministic"""
-    log_dir: str = "runs"
-    """root folder of the run directories"""
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """experiment name, part of the run directory"""
-    save_model: bool = False
-    """save the Q-table and args to {run_dir}/{exp_name}.npz (also on Ctrl-C)"""
-    load_model: str | None = None
-    """start from this Q-table of --save-model"""
-    eval_only: bool = False
-    """with --load-model: only evaluate the loaded Q-table, no training"""
-    capture_video: bool = False
-    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
 # ----------------------------------------------------------------------------- math
@@ -176,6 +158,29 @@ FRACTIONS = ("gamma", "start_e", "end_e", "exploration_fraction")
 # The run block of the deep files, with the same names in the same order (a test compares them), without torch
 # and counting episodes: checks, run directory, TensorBoard, progress, evaluation, video, checkpoints, Ctrl-C.
 SCRIPT = os.path.basename(__file__)
+
+
+@dataclass
+class Args(AlgoArgs):
+    # the knobs above, then the run's own, as in every file (tyro lists them in this order)
+    seed: int = 1
+    """seed of the env, the exploration and the evaluation"""
+    max_episode_steps: int = 500
+    """time limit for envs that have none (e.g. CliffWalking-v1)"""
+    torch_deterministic: bool = True
+    """accepted for a uniform CLI; numpy runs are always deterministic"""
+    log_dir: str = "runs"
+    """root folder of the run directories"""
+    exp_name: str = SCRIPT[: -len(".py")]
+    """experiment name, part of the run directory"""
+    save_model: bool = False
+    """save the Q-table and args to {run_dir}/{exp_name}.npz (also on Ctrl-C)"""
+    load_model: str | None = None
+    """start from this Q-table of --save-model"""
+    eval_only: bool = False
+    """with --load-model: only evaluate the loaded Q-table, no training"""
+    capture_video: bool = False
+    """film the final evaluation episodes to {run_dir}/videos/*.mp4"""
 
 
 class UsageError(Exception):

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import os
 import shutil
@@ -189,30 +190,45 @@ def below_marker(algo: str) -> str:
     return text[text.index(MARKER) :]
 
 
-RUN_KNOBS = ["env_id", "seed", "total_timesteps", "eval_frequency", "eval_episodes", "max_episode_steps", "cuda",
+RUN_KNOBS = ["env_id", "total_timesteps", "eval_frequency", "eval_episodes", "seed", "max_episode_steps", "cuda",
              "torch_deterministic", "num_threads", "log_dir", "exp_name", "save_model", "load_model", "eval_only",
              "capture_video"]
 # tabular_q.py has no torch device or threads, and counts episodes
-TABULAR_RUN_KNOBS = ["env_id", "seed", "total_episodes", "eval_frequency", "eval_episodes", "max_episode_steps",
+TABULAR_RUN_KNOBS = ["env_id", "total_episodes", "eval_frequency", "eval_episodes", "seed", "max_episode_steps",
                      "torch_deterministic", "log_dir", "exp_name", "save_model", "load_model", "eval_only",
                      "capture_video"]
+FILE_RUN_KNOBS = 4  # env id, budget, evaluation: what differs per file, kept in AlgoArgs above the marker
 
 
-@pytest.mark.parametrize("algo", PRESENT)
-def test_args_are_the_knobs_then_the_run_with_one_line_each(algo: str) -> None:
-    """STYLE.md, anatomy item 3: the algorithm's knobs first, then the run knobs; one docstring line per field
-    (tyro prints it in --help, where a hard line break shows as a ragged line)."""
-    source = (ALGOS / f"{algo}.py").read_text()
-    args = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Args")
+def dataclass_fields(algo: str, text: str, name: str) -> list[str]:
+    """The fields of class `name` in `text`, checking one single-line docstring per field (tyro prints it in
+    --help, where a hard line break shows as a ragged line)."""
+    cls = next((n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == name), None)
+    assert cls is not None, f"{algo}.py: no class {name} where it belongs"
     names = []
-    for field, doc in itertools.pairwise([*args.body, None]):
+    for field, doc in itertools.pairwise([*cls.body, None]):
         if isinstance(field, ast.AnnAssign):
             names.append(field.target.id)
             assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant), f"{field.target.id}: no docstring"
             assert doc.lineno == doc.end_lineno, f"{algo}.py: --{field.target.id}'s docstring spans several lines"
+    return names
+
+
+@pytest.mark.parametrize("algo", PRESENT)
+def test_args_are_the_knobs_then_the_run_with_one_line_each(algo: str) -> None:
+    """STYLE.md, anatomy item 3: the algorithm's knobs first, then the run knobs; one docstring line per field.
+    AlgoArgs above the marker holds the algorithm's knobs and the file's env, budget and evaluation; Args in the
+    run block adds the run knobs every file shares, after them (a dataclass lists a base class's fields first)."""
+    source = (ALGOS / f"{algo}.py").read_text()
+    above, below = source[: source.index(MARKER)], below_marker(algo)
     run = TABULAR_RUN_KNOBS if algo == "tabular_q" else RUN_KNOBS
-    assert names[-len(run) :] == run, "the run knobs come last, in the same order in every file"
-    assert len(names) > len(run), "the algorithm's knobs come first"
+    knobs = dataclass_fields(algo, above, "AlgoArgs")
+    assert knobs[-FILE_RUN_KNOBS:] == run[:FILE_RUN_KNOBS], "the file's env, budget and evaluation end AlgoArgs"
+    assert len(knobs) > FILE_RUN_KNOBS, "the algorithm's knobs come first"
+    assert dataclass_fields(algo, below, "Args") == run[FILE_RUN_KNOBS:], "the shared run knobs, in the same order"
+    m = load_module(algo)
+    assert issubclass(m.Args, m.AlgoArgs)
+    assert [f.name for f in dataclasses.fields(m.Args)] == knobs + run[FILE_RUN_KNOBS:]
 
 
 def test_run_block_is_the_same_text_in_every_deep_file() -> None:
