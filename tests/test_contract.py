@@ -5,7 +5,7 @@
 | one file, no shared code; runs when copied alone     | test_imports_nothing_from_this_repository, test_runs_when_copied_alone_into_an_empty_folder |
 | the run block is the same text in every deep file    | test_run_block_is_the_same_text_in_every_deep_file          |
 | flags (--env-id ... --capture-video)                 | test_smoke.py::test_help_lists_the_contract_flags           |
-| Args: algorithm knobs, then the run knobs; one docstring line per field | test_args_are_the_knobs_then_the_run_with_one_line_each |
+| Args: algorithm knobs (AlgoArgs, above the marker), then the run knobs (Args, below); one docstring line per field | test_args_are_the_knobs_then_the_run_with_one_line_each |
 | run directory, never reused                          | test_smoke.py::test_smoke_run_keeps_the_contract, test_same_seed_gives_identical_episodic_returns |
 | TensorBoard tags, hyperparameters text               | test_smoke.py::test_smoke_run_keeps_the_contract            |
 | progress line at most every few seconds              | test_smoke.py (a line exists), test_progress_lines_come_every_two_seconds |
