@@ -303,7 +303,7 @@ class Args(AlgoArgs):
     save_model: bool = False
     """save the agent, any normalisation statistics and the args to {run_dir}/{exp_name}.pt (also on Ctrl-C)"""
     load_model: str | None = None
-    """start from this checkpoint of --save-model (it also sets the network's shape, e.g. --hidden-sizes)"""
+    """start from this --save-model checkpoint (it also sets the knobs the agent was built with, e.g. --hidden-sizes)"""
     eval_only: bool = False
     """with --load-model: only evaluate the loaded agent, no training"""
     capture_video: bool = False

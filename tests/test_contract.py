@@ -190,14 +190,14 @@ def below_marker(algo: str) -> str:
     return text[text.index(MARKER) :]
 
 
-RUN_KNOBS = ["env_id", "total_timesteps", "eval_frequency", "eval_episodes", "seed", "max_episode_steps", "cuda",
-             "torch_deterministic", "num_threads", "log_dir", "exp_name", "save_model", "load_model", "eval_only",
-             "capture_video"]
+# what differs per file (env, budget, evaluation): the end of AlgoArgs, above the marker
+FILE_KNOBS = ["env_id", "total_timesteps", "eval_frequency", "eval_episodes"]
+# the run knobs every deep file shares: Args in the run block
+SHARED_KNOBS = ["seed", "max_episode_steps", "cuda", "torch_deterministic", "num_threads", "log_dir", "exp_name",
+                "save_model", "load_model", "eval_only", "capture_video"]
 # tabular_q.py has no torch device or threads, and counts episodes
-TABULAR_RUN_KNOBS = ["env_id", "total_episodes", "eval_frequency", "eval_episodes", "seed", "max_episode_steps",
-                     "torch_deterministic", "log_dir", "exp_name", "save_model", "load_model", "eval_only",
-                     "capture_video"]
-FILE_RUN_KNOBS = 4  # env id, budget, evaluation: what differs per file, kept in AlgoArgs above the marker
+TABULAR_FILE_KNOBS = ["env_id", "total_episodes", "eval_frequency", "eval_episodes"]
+TABULAR_SHARED_KNOBS = [k for k in SHARED_KNOBS if k not in ("cuda", "num_threads")]
 
 
 def dataclass_fields(algo: str, text: str, name: str) -> list[str]:
@@ -221,14 +221,14 @@ def test_args_are_the_knobs_then_the_run_with_one_line_each(algo: str) -> None:
     run block adds the run knobs every file shares, after them (a dataclass lists a base class's fields first)."""
     source = (ALGOS / f"{algo}.py").read_text()
     above, below = source[: source.index(MARKER)], below_marker(algo)
-    run = TABULAR_RUN_KNOBS if algo == "tabular_q" else RUN_KNOBS
+    own, shared = (TABULAR_FILE_KNOBS, TABULAR_SHARED_KNOBS) if algo == "tabular_q" else (FILE_KNOBS, SHARED_KNOBS)
     knobs = dataclass_fields(algo, above, "AlgoArgs")
-    assert knobs[-FILE_RUN_KNOBS:] == run[:FILE_RUN_KNOBS], "the file's env, budget and evaluation end AlgoArgs"
-    assert len(knobs) > FILE_RUN_KNOBS, "the algorithm's knobs come first"
-    assert dataclass_fields(algo, below, "Args") == run[FILE_RUN_KNOBS:], "the shared run knobs, in the same order"
+    assert knobs[-len(own) :] == own, "the file's env, budget and evaluation end AlgoArgs"
+    assert len(knobs) > len(own), "the algorithm's knobs come first"
+    assert dataclass_fields(algo, below, "Args") == shared, "the shared run knobs, in the same order in every file"
     m = load_module(algo)
     assert issubclass(m.Args, m.AlgoArgs)
-    assert [f.name for f in dataclasses.fields(m.Args)] == knobs + run[FILE_RUN_KNOBS:]
+    assert [f.name for f in dataclasses.fields(m.Args)] == knobs + shared
 
 
 def test_run_block_is_the_same_text_in_every_deep_file() -> None:
