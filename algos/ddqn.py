@@ -26,8 +26,7 @@ Q-Learning". Everything else is dqn.py; the steps, in the numbering of its slide
 A time-limit truncation is not terminal: the target bootstraps from the true last state.
 charts/q_overestimation has the same meaning as in dqn.py: overlay the two runs in
 TensorBoard (`tensorboard --logdir runs`) to see the bias shrink. dqn.py's defaults differ in
-two values (gamma 0.99, final epsilon 0.1): give dqn.py `--gamma 0.993 --end-e 0.05` to compare the
-targets alone.
+gamma (0.99) and final epsilon (0.1): `--gamma 0.993 --end-e 0.05` there compares the targets alone.
 
 Examples:
     python algos/ddqn.py                                 # CartPole-v1, 100k steps
