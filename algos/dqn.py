@@ -436,7 +436,7 @@ def evaluate(agent: nn.Module, args: Args, device: torch.device, video_dir: str 
 
 
 def load_checkpoint(args: Args) -> dict:
-    """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones."""
+    """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones (an older one may lack some)."""
     try:
         ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
@@ -445,7 +445,7 @@ def load_checkpoint(args: Args) -> dict:
         raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
     if (saved := ckpt["args"]["env_id"]) != args.env_id:
         raise UsageError(f"--load-model {args.load_model} was trained on {saved}: add --env-id {saved}.")
-    for name, value in ((name, ckpt["args"][name]) for name in ARCHITECTURE):
+    for name, value in ((name, ckpt["args"].get(name, getattr(args, name))) for name in ARCHITECTURE):
         setattr(args, name, tuple(value) if isinstance(value, list) else value)
     return ckpt
 

@@ -362,6 +362,24 @@ def test_critic_target_terminal_and_truncation(algo: str) -> None:
     assert y.tolist() == pytest.approx([1.0, 10.0, 1.6])
 
 
+def test_ddpg_twin_target_bootstraps_from_the_smaller_critic() -> None:
+    m = load_module("ddpg")
+    rewards, terminated = torch.tensor([1.0, 1.0, 0.5]), torch.tensor([0.0, 0.0, 1.0])
+    q1, q2 = torch.tensor([10.0, 4.0, 7.0]), torch.tensor([6.0, 8.0, 9.0])
+    y = m.twin_target(rewards, q1, q2, terminated, gamma=0.5)
+    assert y.tolist() == pytest.approx([1.0 + 0.5 * 6.0, 1.0 + 0.5 * 4.0, 0.5])  # min per sample; none if terminal
+
+
+def test_ddpg_target_smoothing_clips_the_noise_then_the_action() -> None:
+    m = load_module("ddpg")
+    action = torch.tensor([[0.0, 1.8], [-1.9, 0.5]])  # bounds [-2, 2] in both dimensions
+    noise = torch.tensor([[0.3, 0.4], [-2.0, -0.1]])
+    clip, low, high = torch.tensor([1.0, 0.5]), torch.tensor([-2.0, -2.0]), torch.tensor([2.0, 2.0])
+    out = m.smoothed(action, noise, clip, low, high)
+    # 0 + 0.3; 1.8 + 0.4 = 2.2 -> 2 (bounds); -1.9 + (-2 clipped to -1) = -2.9 -> -2; 0.5 - 0.1
+    assert out.flatten().tolist() == pytest.approx([0.3, 2.0, -2.0, 0.4])
+
+
 def test_ou_noise_reverts_to_the_mean() -> None:
     m = load_module("ddpg")
     quiet = m.OUNoise(2, theta=0.15, sigma=0.0, rng=np.random.default_rng(0))

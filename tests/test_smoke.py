@@ -113,3 +113,38 @@ def test_a2c_runs_with_rmsprop(log_dir: Path) -> None:
     check_summary(summary)
     ckpt = torch.load(Path(summary["run_dir"]) / "a2c.pt", weights_only=True)
     assert ckpt["args"]["optimizer"] == "rmsprop"
+
+
+def test_ddpg_runs_with_td3s_twin_critics_and_target_smoothing(log_dir: Path) -> None:
+    """--twin-critics --target-noise end to end: the second critic is in the checkpoint, and --load-model
+    rebuilds it from the checkpoint's args (a command line without the flag) and evaluates the same."""
+    flags = SMOKE_ARGS["ddpg"] + ["--twin-critics", "--target-noise", "0.2", "--save-model", "--seed", "3"]
+    proc = run_algo("ddpg", flags, log_dir)
+    assert proc.returncode == 0, proc.stderr
+    summary = summary_of(proc.stdout)
+    check_summary(summary)
+    ckpt = torch.load(summary["checkpoint"], weights_only=True)
+    assert ckpt["args"]["twin_critics"] is True
+    assert any(k.startswith("critic2.") for k in ckpt["agent"]), sorted(ckpt["agent"])
+    smoke = SMOKE_ARGS["ddpg"]
+    eval_flags = smoke[smoke.index("--eval-episodes") :][:2] if "--eval-episodes" in smoke else []
+    loaded = run_algo("ddpg", ["--load-model", summary["checkpoint"], "--eval-only", "--seed", "3", *eval_flags],
+                      log_dir)
+    assert loaded.returncode == 0, loaded.stderr
+    assert summary_of(loaded.stdout)["eval_return_mean"] == summary["eval_return_mean"]
+
+
+def test_ddpg_loads_a_checkpoint_written_before_twin_critics(log_dir: Path) -> None:
+    """A checkpoint whose args predate --twin-critics (2026-12-03) loads as a one-critic agent."""
+    proc = run_algo("ddpg", SMOKE_ARGS["ddpg"] + ["--save-model"], log_dir)
+    assert proc.returncode == 0, proc.stderr
+    summary = summary_of(proc.stdout)
+    ckpt = torch.load(summary["checkpoint"], weights_only=True)
+    del ckpt["args"]["twin_critics"], ckpt["args"]["target_noise"]
+    old = log_dir / "old.pt"
+    torch.save(ckpt, old)
+    smoke = SMOKE_ARGS["ddpg"]
+    eval_flags = smoke[smoke.index("--eval-episodes") :][:2] if "--eval-episodes" in smoke else []
+    loaded = run_algo("ddpg", ["--load-model", str(old), "--eval-only", *eval_flags], log_dir)
+    assert loaded.returncode == 0, loaded.stderr
+    assert summary_of(loaded.stdout)["eval_return_mean"] == summary["eval_return_mean"]
