@@ -22,7 +22,9 @@ A time-limit truncation is not terminal: its target bootstraps from the true las
 The defaults are CleanRL's for MuJoCo (256 x 256 networks, Adam 3e-4, minibatches of 256, 25k random
 steps first), scaled to smaller budgets: a tenth of the budget as random steps, and under 100k steps
 a larger step size, 6e-4, for the fewer updates. The same defaults learn Pendulum-v1 and
-InvertedPendulum-v5 in 30k steps and HalfCheetah-v5 (`gymnasium[mujoco]`) in 300k.
+InvertedPendulum-v5 in 30k steps and HalfCheetah-v5 (`gymnasium[mujoco]`) in 300k. Two of TD3's fixes
+for the critic's overestimates (Fujimoto et al. 2018) are flags, off by default so the file stays DDPG:
+`--twin-critics --target-noise 0.2` (with the default actor step every second critic step, that is TD3).
 
 Examples:
     python algos/ddpg.py                                # Pendulum-v1, 30k steps
