@@ -362,12 +362,14 @@ def test_critic_target_terminal_and_truncation(algo: str) -> None:
     assert y.tolist() == pytest.approx([1.0, 10.0, 1.6])
 
 
-def test_ddpg_twin_target_bootstraps_from_the_smaller_critic() -> None:
+def test_ddpg_min_target_bootstraps_from_the_smaller_critic() -> None:
     m = load_module("ddpg")
     rewards, terminated = torch.tensor([1.0, 1.0, 0.5]), torch.tensor([0.0, 0.0, 1.0])
     q1, q2 = torch.tensor([10.0, 4.0, 7.0]), torch.tensor([6.0, 8.0, 9.0])
-    y = m.twin_target(rewards, q1, q2, terminated, gamma=0.5)
+    y = m.min_target(rewards, torch.stack([q1, q2]), terminated, gamma=0.5)
     assert y.tolist() == pytest.approx([1.0 + 0.5 * 6.0, 1.0 + 0.5 * 4.0, 0.5])  # min per sample; none if terminal
+    one = m.min_target(rewards, q1[None], terminated, gamma=0.5)  # one critic: DDPG's target, unchanged
+    assert one.tolist() == m.critic_target(rewards, q1, terminated, gamma=0.5).tolist()
 
 
 def test_ddpg_target_smoothing_clips_the_noise_then_the_action() -> None:
