@@ -424,7 +424,7 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
             raise gym.error.Error(f"{SCRIPT} runs {', '.join(ENV_MAKERS)}")
         make = ENV_MAKERS[args.env_id] if ENV_MAKERS else lambda args, mode: gym.make(args.env_id, render_mode=mode)
         env = make(args, render_mode)
-    except gym.error.DependencyNotInstalled as e:  # a registered env whose extra is missing (box2d, mujoco)
+    except (gym.error.DependencyNotInstalled, ImportError) as e:  # a registered env whose extra is missing
         raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
     except gym.error.Error as e:
         raise UsageError(f"unknown env id {args.env_id!r} ({e}).") from None
@@ -434,11 +434,12 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
         problem = f"{SCRIPT} needs a {kinds} action space; {args.env_id} has {act}. {OTHERWISE}"
     elif not isinstance(obs, gym.spaces.Box) or len(obs.shape) != RANK:
         hint = "Use tabular_q.py for Discrete observations." if isinstance(obs, gym.spaces.Discrete) else ""
-        hint = "Images need a convolutional network, which this file lacks." if len(obs.shape) > RANK + 1 else hint
+        hint = "Images need a convolutional network; this file has none." if len(obs.shape or ()) > RANK + 1 else hint
+        hint = "gymnasium.wrappers.FlattenObservation in make_env turns it into one." if obs.shape is None else hint
         problem = f"{SCRIPT} takes vector observations (a Box of rank {RANK}); {args.env_id} has {obs}. {hint}"
     if problem:
         env.close()
-        raise UsageError(problem.strip())
+        raise UsageError(" ".join(problem.split()))  # one line, even for a Box whose repr spans several
     if env.spec is None or env.spec.max_episode_steps is None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=max(args.max_episode_steps, 1))  # checked next
     return env

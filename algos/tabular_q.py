@@ -20,6 +20,7 @@ below is ours, in slide order:
 Examples:
     python algos/tabular_q.py                                   # FrozenLake-v1 4x4 slippery
     python algos/tabular_q.py --env-id CliffWalking-v1 --total-episodes 500
+    python algos/tabular_q.py --env-id Blackjack-v1 --total-episodes 100000 --eval-episodes 50000
     python algos/tabular_q.py --env-id CliffWalking-v1 --algo sarsa --total-episodes 1000 \
         --start-e 0.1 --end-e 0.1 --learning-rate 0.5 --end-learning-rate 0.01 --gamma 1.0
     python algos/tabular_q.py --save-model, then --load-model runs/<run>/tabular_q.npz --eval-only --capture-video
@@ -61,7 +62,7 @@ class AlgoArgs:
     """fraction of the episodes over which epsilon decays linearly"""
     # the run: this file's env and budget, in episodes (the knobs every file shares follow in Args, in the run block)
     env_id: str = "FrozenLake-v1"
-    """gymnasium id of an env with Discrete observations and actions"""
+    """gymnasium id of an env with Discrete observations (or a tuple of them, as Blackjack-v1) and actions"""
     total_episodes: int = 20_000
     """training budget, in episodes"""
     eval_frequency: int = 2_000
@@ -195,15 +196,22 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
     """The env by id, checked against what this file takes, with a time limit if it has none."""
     try:
         env = gym.make(args.env_id, render_mode=render_mode)
-    except gym.error.DependencyNotInstalled as e:
+    except (gym.error.DependencyNotInstalled, ImportError) as e:  # a registered env whose extra is missing
         raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
     except gym.error.Error as e:
         raise UsageError(f"unknown env id {args.env_id!r} ({e}). Try FrozenLake-v1 or CliffWalking-v1.") from None
+    obs = env.observation_space
+    if isinstance(obs, gym.spaces.Tuple) and all(isinstance(part, gym.spaces.Discrete) for part in obs):
+        # a tuple of Discretes (Blackjack-v1: the hand, the dealer's card, a usable ace) is one Discrete: number them
+        sizes, starts = [int(part.n) for part in obs], [int(part.start) for part in obs]
+        index = lambda o: int(np.ravel_multi_index(np.subtract(o, starts), sizes))
+        env = gym.wrappers.TransformObservation(env, index, gym.spaces.Discrete(int(np.prod(sizes))))
     if not all(isinstance(space, gym.spaces.Discrete) for space in (env.observation_space, env.action_space)):
         env.close()
+        short = lambda space: f"Box{space.shape}" if isinstance(space, gym.spaces.Box) else str(space)  # one line
         raise UsageError(
-            f"{SCRIPT} needs Discrete observation and action spaces; {args.env_id} has "
-            f"observations {env.observation_space} and actions {env.action_space}. "
+            f"{SCRIPT} needs Discrete observation (or a tuple of them) and action spaces; {args.env_id} has "
+            f"observations {short(env.observation_space)} and actions {short(env.action_space)}. "
             "Use dqn.py (Discrete actions) or ppo.py / ddpg.py (continuous)."
         )
     if env.spec is None or env.spec.max_episode_steps is None:
