@@ -440,8 +440,10 @@ def load_checkpoint(args: Args) -> dict:
     """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones (an older one may lack some)."""
     try:
         ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
-        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    except OSError as e:  # missing, a folder, unreadable
+        raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror}.") from None
+    except Exception:  # noqa: BLE001 (torch's own message suggests weights_only=False, unsafe for a stray file)
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.") from None
     if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:
         raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
     if (saved := ckpt["args"]["env_id"]) != args.env_id:

@@ -310,8 +310,10 @@ def load_checkpoint(args: Args) -> dict:
     try:
         ckpt = dict(np.load(args.load_model))
         saved = json.loads(str(ckpt["args"]))
-    except Exception as e:  # noqa: BLE001 (a missing file, a file of another kind: one line either way)
-        raise UsageError(f"cannot read --load-model {args.load_model}: {str(e).splitlines()[0]}") from None
+    except OSError as e:  # missing, a folder, unreadable
+        raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror}.") from None
+    except Exception:  # noqa: BLE001 (another kind of file, or an archive without the table's args)
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.") from None
     if saved["env_id"] != args.env_id:
         raise UsageError(f"--load-model {args.load_model} was trained on {saved['env_id']}: "
                          f"add --env-id {saved['env_id']}.")
