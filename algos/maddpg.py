@@ -445,7 +445,8 @@ def check_args(args: Args, space: gym.Space) -> None:
             raise UsageError(f"{flag} must lie in [0, 1], got {value}.")
         if any(v <= 0 if name in positive else v < 0 for v in values):
             raise UsageError(f"{flag} must be {'positive' if name in positive else '>= 0'}, got {value}.")
-    rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only}
+    rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only,
+             f"--seed must lie in [0, 2**32 - 1] (numpy's range), got {args.seed}": lambda a: 0 <= a.seed < 2**32}
     for message, holds in rules.items():
         if not holds(args):
             raise UsageError(message + ".")

@@ -231,6 +231,8 @@ def check_args(args: Args) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {value}.")
     if args.eval_only and not args.load_model:
         raise UsageError("--eval-only needs --load-model PATH.")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must lie in [0, 2**32 - 1] (numpy's range), got {args.seed}.")
 
 
 class Run:
