@@ -443,8 +443,8 @@ def check_args(args: Args, space: gym.Space) -> None:
         values = value if isinstance(value, tuple) else (value,)
         if name in FRACTIONS and not all(0.0 <= v <= 1.0 for v in values):
             raise UsageError(f"{flag} must lie in [0, 1], got {value}.")
-        if any(v <= 0 if name in positive else v < 0 for v in values):
-            raise UsageError(f"{flag} must be {'positive' if name in positive else '>= 0'}, got {value}.")
+        if not all(0 < v < float("inf") if name in positive else 0 <= v < float("inf") for v in values):  # nan too
+            raise UsageError(f"{flag} must be {'positive' if name in positive else '>= 0'} and finite, got {value}.")
     rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only,
              f"--seed must lie in [0, 2**32 - 1] (numpy's range), got {args.seed}": lambda a: 0 <= a.seed < 2**32}
     for message, holds in rules.items():

@@ -226,9 +226,9 @@ def check_args(args: Args) -> None:
         value = getattr(args, name)
         if name in FRACTIONS and not 0.0 <= value <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1], got {value}.")
-        if value <= 0 if name in positive else value < 0:
+        if not (0 < value < float("inf") if name in positive else 0 <= value < float("inf")):  # nan fails too
             need = "positive" if name in positive else ">= 0"
-            raise UsageError(f"--{name.replace('_', '-')} must be {need}, got {value}.")
+            raise UsageError(f"--{name.replace('_', '-')} must be {need} and finite, got {value}.")
     if args.eval_only and not args.load_model:
         raise UsageError("--eval-only needs --load-model PATH.")
     if not 0 <= args.seed < 2**32:

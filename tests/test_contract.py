@@ -13,7 +13,7 @@
 | summary: last stdout line is one JSON object         | test_smoke.py, conftest.check_summary                       |
 | checkpoint, --load-model, --eval-only                | test_checkpoint_round_trip_gives_the_same_eval              |
 | --capture-video                                      | test_video.py                                               |
-| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2                 |
+| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite |
 | Ctrl-C: summary, exit 130; a second press aborts     | test_ctrl_c_stops_cleanly, test_two_ctrl_c_abort_at_once    |
 | same seed, same returns (CPU)                        | test_same_seed_gives_identical_episodic_returns             |
 | truncation is not termination                        | test_math.py (td / critic targets, n-step, GAE, returns-to-go) |
@@ -24,14 +24,17 @@ from __future__ import annotations
 import ast
 import dataclasses
 import itertools
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 from conftest import (
@@ -238,6 +241,24 @@ def test_run_block_is_the_same_text_in_every_deep_file() -> None:
     # tabular_q.py has no torch: the same definitions in the same order
     names = lambda text: [n.name for n in ast.parse(text).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
     assert names(below_marker("tabular_q")) == names(reference)
+
+
+@pytest.mark.parametrize("algo", PRESENT)
+def test_rates_and_sizes_must_be_finite(algo: str) -> None:
+    """nan passes `x <= 0` (it compares False) and inf any lower bound: every float knob that must be
+    positive or >= 0 refuses both, by name, before anything runs."""
+    m = load_module(algo)
+    hints = typing.get_type_hints(m.Args)
+    floats = [name for name in (*m.POSITIVE, *m.NON_NEGATIVE) if "float" in str(hints[name])]
+    assert "learning_rate" in floats
+    for name, bad in itertools.product(floats, (math.nan, math.inf)):
+        args = m.Args(**{name: bad})
+        with pytest.raises(m.UsageError, match=f"--{name.replace('_', '-')} must "):  # be ... finite, lie in [0, 1]
+            if algo == "tabular_q":
+                m.check_args(args)
+            else:  # the knobs left at None are filled by the action space's kind
+                m.check_args(args, gym.spaces.Discrete(2) if gym.spaces.Discrete in m.ACTION_SPACES
+                             else gym.spaces.Box(-1.0, 1.0, (1,)))
 
 
 @pytest.mark.parametrize("algo", DEEP)
