@@ -467,6 +467,8 @@ class Run:
                 break
             except FileExistsError:
                 stamp += 1
+            except OSError as e:  # --log-dir is a file, or cannot be written
+                raise UsageError(f"cannot make the run folder {name}: {e.strerror}; use another --log-dir.") from None
         self.dir, self.writer = name, SummaryWriter(name)
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)

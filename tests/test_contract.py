@@ -13,7 +13,7 @@
 | summary: last stdout line is one JSON object         | test_smoke.py, conftest.check_summary                       |
 | checkpoint, --load-model, --eval-only                | test_checkpoint_round_trip_gives_the_same_eval              |
 | --capture-video                                      | test_video.py                                               |
-| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite |
+| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite, test_a_log_dir_that_cannot_hold_runs_is_one_line |
 | Ctrl-C: summary, exit 130; a second press aborts     | test_ctrl_c_stops_cleanly, test_two_ctrl_c_abort_at_once    |
 | same seed, same returns (CPU)                        | test_same_seed_gives_identical_episodic_returns             |
 | truncation is not termination                        | test_math.py (td / critic targets, n-step, GAE, returns-to-go) |
@@ -119,6 +119,15 @@ def test_bad_input_is_one_clear_line_and_exit_2(algo: str, args: list[str], word
     assert 1 <= len(lines) <= 2, proc.stderr
     assert "Traceback" not in proc.stderr and word in proc.stderr and f"{algo}.py" in proc.stderr
     assert not log_dir.exists() or not any(log_dir.iterdir()), "a failed start must not leave a run directory"
+
+
+@pytest.mark.parametrize("algo", PRESENT)
+def test_a_log_dir_that_cannot_hold_runs_is_one_line(algo: str, tmp_path: Path) -> None:
+    """--log-dir naming a file: the run folder cannot be made, and the error says so in one line."""
+    (not_a_dir := tmp_path / "runs").write_text("a file, not a folder")
+    proc = run_algo(algo, [], not_a_dir, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (proc.returncode, proc.stderr)
+    assert f"{algo}.py: error: cannot make the run folder {not_a_dir}" in proc.stderr and "--log-dir" in proc.stderr
 
 
 def ctrl_c(proc: subprocess.Popen, after: float = 0.0) -> tuple[str, str]:
