@@ -377,6 +377,9 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except MemoryError as err:  # numpy's "Unable to allocate 1.46 TiB ..." for a buffer or rollout too large
+        print(f"{SCRIPT}: error: {err}; ask for a smaller buffer or rollout.", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         os._exit(130)  # at once: no shutdown handlers that a late Ctrl-C could interrupt again
     print(json.dumps(summary), flush=True)

@@ -13,7 +13,7 @@
 | summary: last stdout line is one JSON object         | test_smoke.py, conftest.check_summary                       |
 | checkpoint, --load-model, --eval-only                | test_checkpoint_round_trip_gives_the_same_eval              |
 | --capture-video                                      | test_video.py                                               |
-| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite, test_a_log_dir_that_cannot_hold_runs_is_one_line |
+| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite, test_a_log_dir_that_cannot_hold_runs_is_one_line, test_a_buffer_too_large_to_allocate_is_one_line |
 | Ctrl-C: summary, exit 130; a second press aborts     | test_ctrl_c_stops_cleanly, test_two_ctrl_c_abort_at_once    |
 | same seed, same returns (CPU)                        | test_same_seed_gives_identical_episodic_returns             |
 | truncation is not termination                        | test_math.py (td / critic targets, n-step, GAE, returns-to-go) |
@@ -128,6 +128,22 @@ def test_a_log_dir_that_cannot_hold_runs_is_one_line(algo: str, tmp_path: Path) 
     proc = run_algo(algo, [], not_a_dir, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, (proc.returncode, proc.stderr)
     assert f"{algo}.py: error: cannot make the run folder {not_a_dir}" in proc.stderr and "--log-dir" in proc.stderr
+
+
+HUGE = str(10**15)  # petabytes of buffer: more than any machine's address space, whatever its overcommit policy
+# reinforce's buffer holds episodes x 500 steps: 10**12 of them is petabytes too (10**15 overflows numpy's sizes)
+TOO_BIG = {"dqn": ["--buffer-size", HUGE], "ddqn": ["--buffer-size", HUGE], "ddpg": ["--buffer-size", HUGE],
+           "maddpg": ["--buffer-size", HUGE], "reinforce": ["--episodes-per-update", str(10**12)],
+           "a2c": ["--num-steps", HUGE], "ppo": ["--num-steps", HUGE, "--num-minibatches", "1"]}
+
+
+@pytest.mark.parametrize("algo", DEEP)
+def test_a_buffer_too_large_to_allocate_is_one_line(algo: str, log_dir: Path) -> None:
+    """numpy's MemoryError for a buffer or rollout no machine holds: its one-line reason, no traceback."""
+    proc = run_algo(algo, TOO_BIG[algo], log_dir, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
+    assert len(errors) == 1 and "Unable to allocate" in errors[0] and "smaller buffer" in errors[0], proc.stderr
 
 
 def ctrl_c(proc: subprocess.Popen, after: float = 0.0) -> tuple[str, str]:
