@@ -445,8 +445,10 @@ def check_args(args: Args, space: gym.Space) -> None:
             raise UsageError(f"{flag} must lie in [0, 1], got {value}.")
         if not all(0 < v < float("inf") if name in positive else 0 <= v < float("inf") for v in values):  # nan too
             raise UsageError(f"{flag} must be {'positive' if name in positive else '>= 0'} and finite, got {value}.")
+    cpus = os.cpu_count() or 1  # more threads than CPUs only slows torch down, and tens of thousands crash it
     rules = {**RULES, "--eval-only needs --load-model PATH": lambda a: a.load_model or not a.eval_only,
-             f"--seed must lie in [0, 2**32 - 1] (numpy's range), got {args.seed}": lambda a: 0 <= a.seed < 2**32}
+             f"--seed must lie in [0, 2**32 - 1] (numpy's range), got {args.seed}": lambda a: 0 <= a.seed < 2**32,
+             f"--num-threads must not exceed the {cpus} CPUs, got {args.num_threads}": lambda a: a.num_threads <= cpus}
     for message, holds in rules.items():
         if not holds(args):
             raise UsageError(message + ".")
