@@ -470,7 +470,7 @@ class Run:
             except FileExistsError:
                 stamp += 1
             except OSError as e:  # --log-dir is a file, or cannot be written
-                raise UsageError(f"cannot make the run folder {name}: {e.strerror}; use another --log-dir.") from None
+                raise UsageError(f"cannot make {name} ({e.strerror or e}): use another --log-dir.") from None
         self.dir, self.writer = name, SummaryWriter(name)
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
@@ -543,7 +543,7 @@ def load_checkpoint(args: Args) -> dict:
     try:
         ckpt = torch.load(args.load_model, map_location="cpu", weights_only=True)
     except OSError as e:  # missing, a folder, unreadable
-        raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror}.") from None
+        raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror or e}.") from None
     except Exception:  # noqa: BLE001 (torch's own message suggests weights_only=False, unsafe for a stray file)
         raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.") from None
     if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:

@@ -248,7 +248,7 @@ class Run:
             except FileExistsError:
                 stamp += 1
             except OSError as e:  # --log-dir is a file, or cannot be written
-                raise UsageError(f"cannot make the run folder {name}: {e.strerror}; use another --log-dir.") from None
+                raise UsageError(f"cannot make {name} ({e.strerror or e}): use another --log-dir.") from None
         self.dir, self.writer = name, SummaryWriter(name)
         table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
         self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
@@ -315,7 +315,7 @@ def load_checkpoint(args: Args) -> dict:
         ckpt = dict(np.load(args.load_model))
         saved = json.loads(str(ckpt["args"]))
     except OSError as e:  # missing, a folder, unreadable
-        raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror}.") from None
+        raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror or e}.") from None
     except Exception:  # noqa: BLE001 (another kind of file, or an archive without the table's args)
         raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.") from None
     if saved["env_id"] != args.env_id:
