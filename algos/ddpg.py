@@ -373,6 +373,8 @@ def make_env(args: Args, render_mode: str | None = None) -> gym.Env:
         raise UsageError(f"{args.env_id} needs a package that is not installed: {e}") from None
     except gym.error.Error as e:
         raise UsageError(f"unknown env id {args.env_id!r} ({e}).") from None
+    except AssertionError as e:  # an env that refuses a flag passed to it (maddpg's --local-ratio)
+        raise UsageError(f"{args.env_id} refused its arguments: {e}") from None
     obs, act, problem = env.observation_space, env.action_space, ""
     if not isinstance(act, ACTION_SPACES) or (isinstance(act, gym.spaces.Box) and len(act.shape) != RANK):
         kinds = " or ".join((f"{RANK}-D " if t is gym.spaces.Box else "") + t.__name__ for t in ACTION_SPACES)
