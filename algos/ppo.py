@@ -552,6 +552,22 @@ def evaluate(agent: nn.Module, args: Args, device: torch.device, video_dir: str 
     return returns
 
 
+def check_video(args: Args) -> None:
+    """--capture-video: render one frame before training rather than fail after it. Without a display,
+    MuJoCo renders through EGL (MUJOCO_GL=egl), as a headless Linux server needs; a set MUJOCO_GL stays."""
+    if sys.platform == "linux" and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    env = make_env(args, render_mode="rgb_array")
+    try:
+        env.reset(seed=args.seed)
+        env.render()
+    except Exception as e:  # noqa: BLE001 (no OpenGL, no display: whatever the renderer says, in one line)
+        raise UsageError(f"--capture-video cannot render {args.env_id}: {str(e).splitlines()[0]} "
+                         "(MuJoCo: try MUJOCO_GL=egl or MUJOCO_GL=osmesa).") from None
+    finally:
+        env.close()
+
+
 def load_checkpoint(args: Args) -> dict:
     """A checkpoint of --save-model; its ARCHITECTURE args replace the given ones (an older one may lack some)."""
     try:
@@ -572,6 +588,8 @@ def load_checkpoint(args: Args) -> dict:
 def main(args: Args) -> dict:
     env = make_env(args)  # checks the spaces before anything is written
     check_args(args, env.action_space)
+    if args.capture_video:  # one frame now, not a crash after the training
+        check_video(args)
     if args.cuda and not torch.cuda.is_available():
         warn("--cuda given but CUDA is not available; running on CPU")
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
@@ -607,13 +625,14 @@ def main(args: Args) -> dict:
     train_seconds = run.seconds() if not args.eval_only else 0.0
     sps = run.step / max(train_seconds, 1e-9)
     run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    # saved before the final evaluation: a failure while filming loses no training
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.pt") if args.save_model else None
+    if checkpoint:
+        torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
     video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
     returns = [] if run.stop else evaluate(agent, args, device, video_dir)
     if returns:
         run.record_eval(run.step, train_seconds, returns)
-    checkpoint = os.path.join(run.dir, f"{args.exp_name}.pt") if args.save_model else None
-    if checkpoint:
-        torch.save({"algo": SCRIPT, "agent": agent.state_dict(), "args": asdict(args)}, checkpoint)
     run.writer.close()
     mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
     words = [f"greedy eval {mean:.2f} ± {std:.2f} over {len(returns)} episodes" if returns else "interrupted: no eval"]

@@ -309,6 +309,22 @@ def evaluate(agent: np.ndarray, args: Args, video_dir: str | None = None) -> lis
     return returns
 
 
+def check_video(args: Args) -> None:
+    """--capture-video: render one frame before training rather than fail after it. Without a display,
+    MuJoCo renders through EGL (MUJOCO_GL=egl), as a headless Linux server needs; a set MUJOCO_GL stays."""
+    if sys.platform == "linux" and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    env = make_env(args, render_mode="rgb_array")
+    try:
+        env.reset(seed=args.seed)
+        env.render()
+    except Exception as e:  # noqa: BLE001 (no OpenGL, no display: whatever the renderer says, in one line)
+        raise UsageError(f"--capture-video cannot render {args.env_id}: {str(e).splitlines()[0]} "
+                         "(MuJoCo: try MUJOCO_GL=egl or MUJOCO_GL=osmesa).") from None
+    finally:
+        env.close()
+
+
 def load_checkpoint(args: Args) -> dict:
     """A Q-table of --save-model (.npz)."""
     try:
@@ -326,6 +342,8 @@ def load_checkpoint(args: Args) -> dict:
 
 def main(args: Args) -> dict:
     check_args(args)
+    if args.capture_video:  # one frame now, not a crash after the training
+        check_video(args)
     env = make_env(args)  # checks the spaces before anything is written
     ckpt = load_checkpoint(args) if args.load_model else None
     q = make_agent(args, env)
@@ -353,13 +371,14 @@ def main(args: Args) -> dict:
     train_seconds = run.seconds() if not args.eval_only else 0.0
     sps = run.step / max(train_seconds, 1e-9)
     run.writer.add_scalar("charts/SPS", int(sps), run.step)
+    # saved before the final evaluation: a failure while filming loses no training
+    checkpoint = os.path.join(run.dir, f"{args.exp_name}.npz") if args.save_model else None
+    if checkpoint:
+        np.savez(checkpoint, q=q, args=json.dumps(asdict(args)), algo=SCRIPT)
     video_dir = os.path.join(run.dir, "videos") if args.capture_video and not run.stop else None
     returns = [] if run.stop else evaluate(q, args, video_dir)
     if returns:
         run.record_eval(run.step, train_seconds, returns)
-    checkpoint = os.path.join(run.dir, f"{args.exp_name}.npz") if args.save_model else None
-    if checkpoint:
-        np.savez(checkpoint, q=q, args=json.dumps(asdict(args)), algo=SCRIPT)
     run.writer.close()
     mean, std = (float(np.mean(returns)), float(np.std(returns))) if returns else (None, None)
     words = [f"greedy eval {mean:.3f} ± {std:.3f} over {len(returns)} episodes" if returns else "interrupted: no eval"]

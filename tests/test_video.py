@@ -32,3 +32,28 @@ def test_capture_video_writes_one_readable_mp4_per_eval_episode(
             assert len(frames) in (steps, steps + 1)  # one per step (and the first observation)
         else:
             assert len(frames) >= 2
+
+
+MUJOCO = ["--env-id", "InvertedPendulum-v5", "--total-timesteps", "64", "--num-steps", "64", "--num-minibatches", "1",
+          "--eval-episodes", "1", "--capture-video", "--save-model"]
+
+
+def test_mujoco_films_on_a_machine_without_a_display(log_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MuJoCo's default renderer needs a display; without one the files render through EGL."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    proc = run_algo("ppo", MUJOCO, log_dir)
+    assert proc.returncode == 0, proc.stderr
+    videos = list((Path(summary_of(proc.stdout)["run_dir"]) / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and next(iio.imiter(videos[0])).ndim == 3, videos
+
+
+def test_a_renderer_that_cannot_film_fails_before_training(log_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--capture-video renders one frame first: a machine that cannot film says so in one line, at once."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "glfw")  # glfw needs a display: the renderer fails as on a headless server
+    proc = run_algo("ppo", MUJOCO, log_dir)
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and "--capture-video cannot render InvertedPendulum-v5" in errors[0], proc.stderr
+    assert not log_dir.exists(), "nothing is written before the check"
