@@ -519,7 +519,7 @@ def load_checkpoint(args: Args) -> dict:
     except OSError as e:  # missing, a folder, unreadable
         raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror or e}.") from None
     except Exception:  # noqa: BLE001 (torch's own message suggests weights_only=False, unsafe for a stray file)
-        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.") from None
+        ckpt = None  # a file of another kind: refused next, as another file's checkpoint is
     if not isinstance(ckpt, dict) or ckpt.get("algo") != SCRIPT:
         raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
     if (saved := ckpt["args"]["env_id"]) != args.env_id:

@@ -329,11 +329,13 @@ def load_checkpoint(args: Args) -> dict:
     """A Q-table of --save-model (.npz)."""
     try:
         ckpt = dict(np.load(args.load_model))
-        saved = json.loads(str(ckpt["args"]))
     except OSError as e:  # missing, a folder, unreadable
         raise UsageError(f"cannot read --load-model {args.load_model}: {e.strerror or e}.") from None
-    except Exception:  # noqa: BLE001 (another kind of file, or an archive without the table's args)
-        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.") from None
+    except Exception:  # noqa: BLE001 (a file of another kind: numpy's message would not say so)
+        ckpt = {}
+    if str(ckpt.get("algo")) != SCRIPT:
+        raise UsageError(f"--load-model {args.load_model} was not written by {SCRIPT} --save-model.")
+    saved = json.loads(str(ckpt["args"]))
     if saved["env_id"] != args.env_id:
         raise UsageError(f"--load-model {args.load_model} was trained on {saved['env_id']}: "
                          f"add --env-id {saved['env_id']}.")
