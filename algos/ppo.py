@@ -585,6 +585,20 @@ def load_checkpoint(args: Args) -> dict:
     return ckpt
 
 
+# numpy's and torch's words when they refuse an array: too large for memory, or for 64-bit sizes
+TOO_LARGE = ("Unable to allocate", "array is too big", "Maximum allowed dimension exceeded", "can't allocate memory",
+             "out of memory", "Overflow when unpacking long")
+
+
+def too_large(err: Exception) -> str | None:
+    """The first line of numpy's or torch's refusal of an array too large to hold; None for any other error."""
+    text = str(err)
+    sign = next((s for s in TOO_LARGE if s in text), None)
+    if sign is None:
+        return "out of memory" if isinstance(err, MemoryError) else None
+    return text[text.index(sign):].splitlines()[0]
+
+
 def main(args: Args) -> dict:
     env = make_env(args)  # checks the spaces before anything is written
     check_args(args, env.action_space)
@@ -650,8 +664,12 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"{SCRIPT}: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except MemoryError as err:  # numpy's "Unable to allocate 1.46 TiB ..." for a buffer or rollout too large
-        print(f"{SCRIPT}: error: {err}; ask for a smaller buffer or rollout.", file=sys.stderr)
+    except (MemoryError, RuntimeError, TypeError, ValueError) as err:
+        reason = too_large(err)  # a buffer, rollout or network larger than any machine: one line
+        if reason is None:
+            raise  # anything else is a bug, shown in full
+        print(f"{SCRIPT}: error: too large to allocate: {reason}; ask for a smaller buffer, rollout or network.",
+              file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop: stop now, nothing saved
         os._exit(130)  # at once: no shutdown handlers that a late Ctrl-C could interrupt again

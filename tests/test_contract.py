@@ -13,7 +13,7 @@
 | summary: last stdout line is one JSON object         | test_smoke.py, conftest.check_summary                       |
 | checkpoint, --load-model, --eval-only                | test_checkpoint_round_trip_gives_the_same_eval              |
 | --capture-video                                      | test_video.py                                               |
-| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite, test_a_log_dir_that_cannot_hold_runs_is_one_line, test_a_buffer_too_large_to_allocate_is_one_line |
+| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite, test_a_log_dir_that_cannot_hold_runs_is_one_line, test_a_buffer_too_large_to_allocate_is_one_line, test_too_large_tells_a_refused_size_from_a_bug |
 | Ctrl-C: summary, exit 130; a second press aborts     | test_ctrl_c_stops_cleanly, test_two_ctrl_c_abort_at_once    |
 | same seed, same returns (CPU)                        | test_same_seed_gives_identical_episodic_returns             |
 | truncation is not termination                        | test_math.py (td / critic targets, n-step, GAE, returns-to-go) |
@@ -35,6 +35,7 @@ import typing
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from conftest import (
@@ -130,20 +131,46 @@ def test_a_log_dir_that_cannot_hold_runs_is_one_line(algo: str, tmp_path: Path) 
     assert f"{algo}.py: error: cannot make {not_a_dir}" in proc.stderr and "--log-dir" in proc.stderr
 
 
-HUGE = str(10**15)  # petabytes of buffer: more than any machine's address space, whatever its overcommit policy
+HUGE, OVERFLOW = str(10**15), str(10**19)  # petabytes: more than any machine, whatever its overcommit policy;
+# 10**19 passes 64 bits, where numpy and torch refuse the size itself (a ValueError or TypeError, not MemoryError)
 # reinforce's buffer holds episodes x 500 steps: 10**12 of them is petabytes too (10**15 overflows numpy's sizes)
 TOO_BIG = {"dqn": ["--buffer-size", HUGE], "ddqn": ["--buffer-size", HUGE], "ddpg": ["--buffer-size", HUGE],
            "maddpg": ["--buffer-size", HUGE], "reinforce": ["--episodes-per-update", str(10**12)],
            "a2c": ["--num-steps", HUGE], "ppo": ["--num-steps", HUGE, "--num-minibatches", "1"]}
+# each way numpy or torch refuses: MemoryError, numpy's and torch's size overflow, torch's allocator for a layer
+WAYS = {"memory": lambda algo: TOO_BIG[algo], "overflow": lambda algo: [OVERFLOW if a == HUGE or a == str(10**12)
+        else a for a in TOO_BIG[algo]], "network": lambda algo: ["--hidden-sizes", HUGE],
+        "network-overflow": lambda algo: ["--hidden-sizes", OVERFLOW]}
+SAYS = {"memory": "Unable to allocate", "overflow": "Maximum allowed dimension exceeded",
+        "network": "can't allocate memory", "network-overflow": "Overflow when unpacking long"}
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("algo", DEEP)
-def test_a_buffer_too_large_to_allocate_is_one_line(algo: str, log_dir: Path) -> None:
-    """numpy's MemoryError for a buffer or rollout no machine holds: its one-line reason, no traceback."""
-    proc = run_algo(algo, TOO_BIG[algo], log_dir, timeout=120)
+def test_a_buffer_too_large_to_allocate_is_one_line(algo: str, way: str, log_dir: Path) -> None:
+    """A buffer, rollout or network no machine holds: numpy's or torch's one-line reason, exit 2, no traceback."""
+    proc = run_algo(algo, WAYS[way](algo), log_dir, timeout=120)
     errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
-    assert len(errors) == 1 and "Unable to allocate" in errors[0] and "smaller buffer" in errors[0], proc.stderr
+    assert len(errors) == 1 and "too large to allocate" in errors[0] and SAYS[way] in errors[0], proc.stderr
+    assert "smaller buffer, rollout or network" in errors[0], proc.stderr
+
+
+@pytest.mark.parametrize("algo", PRESENT)
+def test_too_large_tells_a_refused_size_from_a_bug(algo: str) -> None:
+    """too_large, which __main__ asks before it turns an error into one line, on numpy's real refusals (and
+    tabular_q's only way to one: its Q-table) and on errors that are bugs, which it must leave alone."""
+    m = load_module(algo)
+    for shape, says in (((10**15, 4), "Unable to allocate 28.4 PiB"), ((10**18, 4), "array is too big"),
+                        (10**19, "Maximum allowed dimension exceeded")):
+        with pytest.raises((MemoryError, ValueError)) as refused:
+            np.zeros(shape)
+        reason = m.too_large(refused.value)
+        assert reason is not None and reason.startswith(says) and "\n" not in reason, reason
+    assert m.too_large(MemoryError()) == "out of memory"
+    for bug in (ValueError("operands could not be broadcast together"), RuntimeError("mat1 and mat2 shapes cannot"
+                " be multiplied"), TypeError("unsupported operand type(s)")):
+        assert m.too_large(bug) is None
 
 
 def ctrl_c(proc: subprocess.Popen, after: float = 0.0) -> tuple[str, str]:
