@@ -310,8 +310,13 @@ def evaluate(agent: np.ndarray, args: Args, video_dir: str | None = None) -> lis
 
 
 def check_video(args: Args) -> None:
-    """--capture-video: render one frame before training rather than fail after it. Without a display,
-    MuJoCo renders through EGL (MUJOCO_GL=egl), as a headless Linux server needs; a set MUJOCO_GL stays."""
+    """--capture-video: check moviepy and render one frame before training rather than fail after it.
+    Without a display, MuJoCo renders through EGL (MUJOCO_GL=egl), as a headless Linux server needs; a set
+    MUJOCO_GL stays."""
+    try:  # what gymnasium's RecordVideo writes the mp4 with, and a project this file is copied to may lack
+        from moviepy.video.io.ImageSequenceClip import ImageSequenceClip  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"--capture-video needs moviepy ({e}): pip install moviepy") from None
     if sys.platform == "linux" and not os.environ.get("DISPLAY"):
         os.environ.setdefault("MUJOCO_GL", "egl")
     env = make_env(args, render_mode="rgb_array")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -56,4 +57,21 @@ def test_a_renderer_that_cannot_film_fails_before_training(log_dir: Path, monkey
     errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(errors) == 1 and "--capture-video cannot render InvertedPendulum-v5" in errors[0], proc.stderr
+    assert not log_dir.exists(), "nothing is written before the check"
+
+
+@pytest.mark.parametrize("algo", ["tabular_q", "dqn"])
+def test_without_moviepy_capture_video_fails_before_training(
+    algo: str, log_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project the file was copied to may lack moviepy, which gymnasium films with: one line at once,
+    not a traceback after the training."""
+    hidden = tmp_path / "moviepy"  # a package that shadows the installed one and fails to import, as a missing one
+    hidden.mkdir()
+    (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'moviepy'\")\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    proc = run_algo(algo, ["--capture-video"], log_dir)
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and "--capture-video needs moviepy" in errors[0] and "pip install" in errors[0], errors
     assert not log_dir.exists(), "nothing is written before the check"
