@@ -40,6 +40,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -544,16 +545,16 @@ def check_video(args: Args) -> None:
     """--capture-video: check moviepy and render one frame before training rather than fail after it.
     Without a display, MuJoCo renders through EGL (MUJOCO_GL=egl), as a headless Linux server needs; a set
     MUJOCO_GL stays."""
-    try:  # what gymnasium's RecordVideo writes the mp4 with, and a project this file is copied to may lack
-        from moviepy.video.io.ImageSequenceClip import ImageSequenceClip  # noqa: F401
-    except ImportError as e:
-        raise UsageError(f"--capture-video needs moviepy ({e}): pip install moviepy") from None
     if sys.platform == "linux" and not os.environ.get("DISPLAY"):
         os.environ.setdefault("MUJOCO_GL", "egl")
     env = make_env(args, render_mode="rgb_array")
     try:
+        with tempfile.TemporaryDirectory() as scratch:  # RecordVideo refuses at once without moviepy, its mp4 writer,
+            gym.wrappers.RecordVideo(env, os.path.join(scratch, "videos"))  # which a copied-to project may lack
         env.reset(seed=args.seed)
         env.render()
+    except gym.error.DependencyNotInstalled as e:
+        raise UsageError(f"--capture-video cannot film: {e}") from None
     except Exception as e:  # noqa: BLE001 (no OpenGL, no display: whatever the renderer says, in one line)
         raise UsageError(f"--capture-video cannot render {args.env_id}: {str(e).splitlines()[0]} "
                          "(MuJoCo: try MUJOCO_GL=egl or MUJOCO_GL=osmesa).") from None

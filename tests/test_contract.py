@@ -65,6 +65,7 @@ ALLOWED_IMPORTS = {
     "random",
     "signal",
     "sys",
+    "tempfile",
     "threading",
     "time",
     "typing",

@@ -64,8 +64,8 @@ def test_a_renderer_that_cannot_film_fails_before_training(log_dir: Path, monkey
 def test_without_moviepy_capture_video_fails_before_training(
     algo: str, log_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A project the file was copied to may lack moviepy, which gymnasium films with: one line at once,
-    not a traceback after the training."""
+    """A project the file was copied to may lack moviepy, which gymnasium films with: gymnasium's own
+    one-line reason at once, not its traceback after the training."""
     hidden = tmp_path / "moviepy"  # a package that shadows the installed one and fails to import, as a missing one
     hidden.mkdir()
     (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'moviepy'\")\n")
@@ -73,5 +73,6 @@ def test_without_moviepy_capture_video_fails_before_training(
     proc = run_algo(algo, ["--capture-video"], log_dir)
     errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert len(errors) == 1 and "--capture-video needs moviepy" in errors[0] and "pip install" in errors[0], errors
+    assert len(errors) == 1 and "--capture-video cannot film: moviepy is not installed" in errors[0].lower(), errors
+    assert "pip install" in errors[0], errors
     assert not log_dir.exists(), "nothing is written before the check"
