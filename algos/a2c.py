@@ -242,6 +242,8 @@ def make_optimizer(args: Args, agent: nn.Module) -> torch.optim.Optimizer:
 # ----------------------------------------------------------------------------- training
 def train(args: Args, agent: nn.Module, run: Run) -> None:
     N, T, device = args.num_envs, args.num_steps, run.device
+    # these first: a --num-envs too large to hold is refused here, before that many envs are built
+    rew_buf, done_buf, cut_buf, val_buf = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
     envs = gym.vector.SyncVectorEnv(
         [lambda: make_env(args) for _ in range(N)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,  # step() returns the final obs in info
@@ -254,7 +256,6 @@ def train(args: Args, agent: nn.Module, run: Run) -> None:
     # rollout storage, preallocated host arrays: a step writes numpy, the update moves one batch to the device
     obs_buf, final_obs = np.zeros((T, N, obs_dim), dtype=np.float32), np.zeros((T, N, obs_dim), dtype=np.float32)
     act_buf = np.zeros((T, N) if discrete else (T, N, space.shape[0]), dtype=np.float32)
-    rew_buf, done_buf, cut_buf, val_buf = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
 
     def to_device(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=torch.float32, device=device)

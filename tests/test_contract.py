@@ -157,6 +157,18 @@ def test_a_buffer_too_large_to_allocate_is_one_line(algo: str, way: str, log_dir
     assert "smaller buffer, rollout or network" in errors[0], proc.stderr
 
 
+@pytest.mark.parametrize("size", [HUGE, OVERFLOW])
+@pytest.mark.parametrize("algo", [a for a in ("a2c", "ppo") if a in DEEP])
+def test_more_envs_than_any_machine_holds_is_one_line(algo: str, size: str, log_dir: Path) -> None:
+    """--num-envs past memory is refused by the rollout storage before any env is built: it used to hang
+    while it built the list of that many envs, eating memory, and never reached the storage."""
+    proc = run_algo(algo, ["--num-envs", size, "--total-timesteps", "1000"], log_dir, timeout=60)
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
+    says = SAYS["memory"] if size == HUGE else SAYS["overflow"]
+    assert len(errors) == 1 and "too large to allocate" in errors[0] and says in errors[0], proc.stderr
+
+
 @pytest.mark.parametrize("algo", PRESENT)
 def test_too_large_tells_a_refused_size_from_a_bug(algo: str) -> None:
     """too_large, which __main__ asks before it turns an error into one line, on numpy's real refusals (and
