@@ -13,7 +13,7 @@
 | summary: last stdout line is one JSON object         | test_smoke.py, conftest.check_summary                       |
 | checkpoint, --load-model, --eval-only                | test_checkpoint_round_trip_gives_the_same_eval              |
 | --capture-video                                      | test_video.py                                               |
-| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite, test_a_log_dir_that_cannot_hold_runs_is_one_line, test_a_buffer_too_large_to_allocate_is_one_line, test_too_large_tells_a_refused_size_from_a_bug |
+| bad input: one line, exit 2                          | test_bad_input_is_one_clear_line_and_exit_2, test_rates_and_sizes_must_be_finite, test_a_log_dir_that_cannot_hold_runs_is_one_line, test_a_buffer_too_large_to_allocate_is_one_line, test_more_envs_than_any_machine_holds_is_one_line, test_too_large_tells_a_refused_size_from_a_bug |
 | Ctrl-C: summary, exit 130; a second press aborts     | test_ctrl_c_stops_cleanly, test_two_ctrl_c_abort_at_once    |
 | same seed, same returns (CPU)                        | test_same_seed_gives_identical_episodic_returns             |
 | truncation is not termination                        | test_math.py (td / critic targets, n-step, GAE, returns-to-go) |
