@@ -242,7 +242,7 @@ def make_optimizer(args: Args, agent: nn.Module) -> torch.optim.Optimizer:
 # ----------------------------------------------------------------------------- training
 def train(args: Args, agent: nn.Module, run: Run) -> None:
     N, T, device = args.num_envs, args.num_steps, run.device
-    # these first: a --num-envs too large to hold is refused here, before that many envs are built
+    # the (T, N) rollout arrays before the envs: a --num-envs too large to hold is refused here, not after building them
     rew_buf, done_buf, cut_buf, val_buf = (np.zeros((T, N), dtype=np.float32) for _ in range(4))
     envs = gym.vector.SyncVectorEnv(
         [lambda: make_env(args) for _ in range(N)],

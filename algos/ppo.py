@@ -234,7 +234,7 @@ def act(agent: nn.Module, obs: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- training
 def train(args: Args, agent: nn.Module, run: Run) -> None:
     N, T, device, rng = args.num_envs, args.num_steps, run.device, np.random.default_rng(args.seed)
-    # these first: a --num-envs too large to hold is refused here, before that many envs are built
+    # the (T, N) rollout arrays before the envs: a --num-envs too large to hold is refused here, not after building them
     rew_buf, done_buf, cut_buf = (np.zeros((T, N), dtype=np.float32) for _ in range(3))
     envs = gym.vector.SyncVectorEnv(
         [lambda: make_env(args) for _ in range(N)],
