@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -627,6 +628,11 @@ def main(args: Args) -> dict:
     try:
         if not args.eval_only:
             train(args, agent, run)
+    except (MemoryError, RuntimeError, TypeError, ValueError) as err:
+        if run.step == 0 and too_large(err):  # refused before its first step: leave no empty run folder behind
+            run.writer.close()
+            shutil.rmtree(run.dir, ignore_errors=True)
+        raise
     finally:
         if catch:
             signal.signal(signal.SIGINT, previous)

@@ -63,6 +63,7 @@ ALLOWED_IMPORTS = {
     "math",
     "os",
     "random",
+    "shutil",
     "signal",
     "sys",
     "tempfile",
@@ -155,6 +156,7 @@ def test_a_buffer_too_large_to_allocate_is_one_line(algo: str, way: str, log_dir
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
     assert len(errors) == 1 and "too large to allocate" in errors[0] and SAYS[way] in errors[0], proc.stderr
     assert "smaller buffer, rollout or network" in errors[0], proc.stderr
+    assert not log_dir.exists() or not any(log_dir.iterdir()), "a refused size must not leave a run directory"
 
 
 @pytest.mark.parametrize("size", [HUGE, OVERFLOW])
@@ -167,6 +169,7 @@ def test_more_envs_than_any_machine_holds_is_one_line(algo: str, size: str, log_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
     says = SAYS["memory"] if size == HUGE else SAYS["overflow"]
     assert len(errors) == 1 and "too large to allocate" in errors[0] and says in errors[0], proc.stderr
+    assert not log_dir.exists() or not any(log_dir.iterdir()), "a refused size must not leave a run directory"
 
 
 @pytest.mark.parametrize("algo", PRESENT)
