@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -70,3 +71,24 @@ def test_run_all_rejects_bad_options(tmp_path: Path) -> None:
     for args in (["-j", "0"], ["--frobnicate"], ["--only", "no_such_entry"]):
         proc = run_all(*args, "--out", str(tmp_path), timeout=60)
         assert proc.returncode == 2 and "run_all.sh" in proc.stderr
+
+
+@pytest.mark.parametrize("how", ["miss", "crash"])
+def test_run_all_says_whether_a_run_missed_or_crashed(how: str, tmp_path: Path) -> None:
+    """A miss (the run ends below its threshold) and a crash (no summary) exit 1 with different last lines:
+    run in a copy of the repository whose facts hold one tabular_q entry of each kind."""
+    shutil.copy(ROOT / "run_all.sh", tmp_path / "run_all.sh")
+    (tmp_path / "algos").mkdir()
+    shutil.copy(ROOT / "algos" / "tabular_q.py", tmp_path / "algos" / "tabular_q.py")
+    (tmp_path / "tests").mkdir()
+    # a greedy FrozenLake return is at most 1: a threshold of 2 is a sure miss; a step size of 0 is refused (exit 2)
+    flags = "--total-episodes 30" if how == "miss" else "--total-episodes 30 --learning-rate 0"
+    (tmp_path / "tests" / "facts.toml").write_text(
+        f'[[table]]\nname = "tabular_q"\nfile = "tabular_q"\nflags = "{flags}"\nthreshold = 2.0\n')
+    cmd = ["bash", str(tmp_path / "run_all.sh"), "--seeds", "1", "--out", str(tmp_path / "runs")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    says = "ended below their threshold" if how == "miss" else "crashed or wrote no summary"
+    assert last.startswith("run_all.sh: ") and says in last, proc.stderr
+    assert "0/1 entry x seed runs reached their threshold" in proc.stdout, proc.stdout
