@@ -11,9 +11,9 @@ import pytest
 from conftest import FACTS, PRESENT, ROOT
 
 
-def run_all(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """`bash run_all.sh args` as a user runs it, with no stdin."""
-    cmd = ["bash", str(ROOT / "run_all.sh"), *args]
+def run_all(*args: str, timeout: float = 900, root: Path = ROOT) -> subprocess.CompletedProcess:
+    """`bash run_all.sh args` as a user runs it, with no stdin (root: a copy of the repository)."""
+    cmd = ["bash", str(root / "run_all.sh"), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -85,8 +85,7 @@ def test_run_all_says_whether_a_run_missed_or_crashed(how: str, tmp_path: Path) 
     flags = "--total-episodes 30" if how == "miss" else "--total-episodes 30 --learning-rate 0"
     (tmp_path / "tests" / "facts.toml").write_text(
         f'[[table]]\nname = "tabular_q"\nfile = "tabular_q"\nflags = "{flags}"\nthreshold = 2.0\n')
-    cmd = ["bash", str(tmp_path / "run_all.sh"), "--seeds", "1", "--out", str(tmp_path / "runs")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    proc = run_all("--seeds", "1", "--out", str(tmp_path / "runs"), timeout=300, root=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     says = "ended below their threshold" if how == "miss" else "crashed or wrote no summary"
