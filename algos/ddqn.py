@@ -541,7 +541,7 @@ def main(args: Args) -> dict:
     try:
         if not args.eval_only:
             train(args, agent, run)
-    except (MemoryError, RuntimeError, TypeError, ValueError) as err:
+    except Exception as err:  # too_large picks the refusals out; __main__ reports them
         if run.step == 0 and too_large(err):  # refused before its first step: leave no empty run folder behind
             run.writer.close()
             shutil.rmtree(run.dir, ignore_errors=True)
