@@ -2,7 +2,7 @@
 # Run the algorithms in algos/ and gather the results into one table and one picture of learning curves.
 #
 #   ./run_all.sh                       the default table: each file on its default env, seeds 1 2 3
-#   ./run_all.sh --suite               issue 11's suite: each file on the standard envs of its action space
+#   ./run_all.sh --suite               the standard suite: each file on the standard envs of its action space
 #   ./run_all.sh --quick               a few seconds per entry (a smoke run; used by the tests)
 #   ./run_all.sh --seeds "1 2" -j 2    pick the seeds; run two jobs at a time
 #   ./run_all.sh --only "dqn ppo@Hopper-v5"   a subset: entry names or file names
